@@ -38,7 +38,7 @@ setuptools.setup(
     include_package_data = True,
     install_requires = requirements,
     extras_require={ 'dev': dev_requirements,
-                     'bench': ['anomalib==2.7.0', 'faiss-cpu'] },
+                     'bench': ['anomalib==2.7.0', 'faiss-cpu', 'psutil'] },
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

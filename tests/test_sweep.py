@@ -1,0 +1,225 @@
+"""adtutor.sweep: grids, papermill runs, resume after a kill, failures, executors (sequential, process pool, Dask), collect.
+
+The runs execute the toy lab written by `adtutor.sweep.toy_lab` (numpy only, ~3 s a run, most of it kernel start),
+so these tests check the sweep machinery, not any method.
+"""
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from adtutor import sweep as sw
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def lab(tmp_path_factory):
+    return sw.toy_lab(tmp_path_factory.mktemp('lab') / 'toy_lab.ipynb')
+
+
+def grid(lab, categories=('a', 'b'), **kw):
+    entry = {'notebook': str(lab), 'categories': list(categories), **kw}
+    return {'name': 'test', 'quick': True, 'notebooks': [entry]}
+
+
+def records(out):
+    return {p.parent.name: json.loads(p.read_text()) for p in Path(out).glob('runs/*/record.json')}
+
+
+# --- grids ---------------------------------------------------------------------------------------------------
+
+def test_expand_grid(lab):
+    g = {'name': 'g', 'seeds': [0, 1], 'grid': {'image_size': [16, 32]},
+         'notebooks': [{'notebook': str(lab), 'categories': ['a', 'b', 'c']}]}
+    runs = sw.expand_grid(g)
+    assert len(runs) == 3 * 2 * 2 and len({r['id'] for r in runs}) == 12
+    assert {r['parameters']['image_size'] for r in runs} == {16, 32}
+    assert all(r['parameters']['quick'] is False and r['parameters']['data'] == 'toy' for r in runs)
+    assert [r['id'] for r in sw.expand_grid(g)] == [r['id'] for r in runs]  # ids are stable
+    assert len(sw.expand_grid(g, quick=True)) == 12 and sw.expand_grid(g, quick=True)[0]['id'] != runs[0]['id']
+    soft = sw.expand_grid({'optional_params': {'sleep': 0.5, 'not_a_parameter': 1}, 'notebooks': [str(lab)]})
+    assert soft[0]['parameters']['sleep'] == 0.5 and 'not_a_parameter' not in soft[0]['parameters']
+    lesson = sw.expand_grid({'notebooks': [{'notebook': str(lab), 'record': False}]})[0]
+    assert lesson['record'] is False and 'result_path' not in lesson['parameters']
+
+
+def test_grid_errors(lab, tmp_path):
+    with pytest.raises(ValueError, match="unknown key 'seed'.*did you mean 'seeds'"):
+        sw.load_grid({'seed': [0], 'notebooks': [str(lab)]})
+    with pytest.raises(ValueError, match="'imag_size' is not in the parameters cell.*did you mean 'image_size'"):
+        sw.expand_grid({'notebooks': [{'notebook': str(lab), 'params': {'imag_size': 3}}]})
+    with pytest.raises(FileNotFoundError, match='no notebook matches'):
+        sw.expand_grid({'notebooks': ['no_such_lab.ipynb']})
+    assert sw.expand_grid({'notebooks': [{'notebook': 'no_such_lab.ipynb', 'optional': True}, str(lab)]})
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        sw.load_grid(tmp_path / 'missing.yaml')
+    nb = json.loads(Path(lab).read_text())
+    nb['cells'][1]['metadata']['tags'] = []
+    (tmp_path / 'untagged.ipynb').write_text(json.dumps(nb))
+    with pytest.raises(ValueError, match='no cell tagged "parameters"'):
+        sw.expand_grid({'notebooks': [str(tmp_path / 'untagged.ipynb')]})
+
+
+def test_repo_grid_files():
+    "Every grid file in sweeps/ expands: its notebooks exist and take the parameters it sets."
+    files = {f.stem: f for f in (ROOT / 'sweeps').glob('*.yaml')}
+    assert {'default', 'bottle', 'quick'} <= set(files)
+    for name, f in files.items():
+        runs = sw.expand_grid(f)
+        assert runs or name == 'quick', f'{f} expands to no runs'
+        assert all(r['record'] for r in runs)
+    main = sw.expand_grid(files['default'])
+    assert {r['parameters']['data'] for r in main} == {'builtin'} and not any(r['parameters']['quick'] for r in main)
+    assert all(r['parameters']['category'] == 'bottle' and r['parameters']['data'] == 'mvtec' for r in sw.expand_grid(files['bottle']))
+
+
+# --- running -------------------------------------------------------------------------------------------------
+
+def test_sequential_failure_and_collect(lab, tmp_path):
+    g = grid(lab, ['a', 'b'])
+    g['notebooks'].append({'notebook': str(lab), 'categories': ['bad'], 'params': {'fail': True}})
+    out = tmp_path / 'sweep'
+    res = sw.sweep(g, out, progress=False)
+    assert res.ok == 2 and len(res.failed) == 1 and res.skipped == 0
+    recs = records(out)
+    assert len(recs) == 3
+    bad = [r for r in recs.values() if r['status'] == 'failed']
+    assert len(bad) == 1 and bad[0]['category'] == 'bad'
+    assert bad[0]['error'].startswith('RuntimeError: the toy lab was asked to fail')
+    assert 'raise RuntimeError' in bad[0]['traceback']
+    for rid, r in recs.items():  # provenance in every record, executed notebook beside it
+        assert r['run_id'] == rid and r['notebook'] == str(lab) and r['parameters']['category'] == r['category']
+        assert r['wall_seconds'] > 0 and r['attempt'] == 1 and r['git_commit']
+        assert (out / r['executed_notebook']).exists()
+        assert not list((out / 'runs' / rid).glob('.attempt-*'))
+    ok = [r for r in recs.values() if r['status'] == 'ok']
+    assert all(r['image_auroc'] == 1.0 and r['quick'] is True for r in ok)
+
+    # collect: one row per run, parameters flattened
+    df = sw.collect(out, to=tmp_path / 'records.csv')
+    assert len(df) == 3 and set(df.status) == {'ok', 'failed'}
+    assert {'param.category', 'param.seed', 'image_auroc', 'wall_seconds', 'run_id'} <= set(df.columns)
+    back = pd.read_csv(tmp_path / 'records.csv')
+    assert sorted(back.run_id) == sorted(recs) and len(sw.collect(out, status='ok')) == 2
+
+    # a second sweep skips everything; --retry-failed redoes only the failed run
+    mt = {rid: (out / 'runs' / rid / 'record.json').stat().st_mtime_ns for rid in recs}
+    again = sw.sweep(g, out, progress=False)
+    assert again.skipped == 3 and again.seconds < 5
+    retry = sw.sweep(g, out, progress=False, retry_failed=True)
+    assert retry.skipped == 2 and len(retry.failed) == 1
+    after = {rid: (out / 'runs' / rid / 'record.json').stat().st_mtime_ns for rid in recs}
+    assert [rid for rid in recs if after[rid] != mt[rid]] == [r['run_id'] for r in bad]
+    assert records(out)[bad[0]['run_id']]['attempt'] == 2
+
+    st = sw.sweep_status(out)
+    assert sorted(st.state) == ['failed', 'ok', 'ok']
+
+
+def test_timeout_kills_run(lab, tmp_path):
+    g = grid(lab, ['slow'], params={'sleep': 60}, timeout=8)
+    t0 = time.time()
+    res = sw.sweep(g, tmp_path / 'sweep', progress=False)
+    assert time.time() - t0 < 40
+    assert len(res.failed) == 1 and res.failed[0]['error'].startswith('TimeoutError')
+
+
+def test_resume_after_kill(lab, tmp_path):
+    "SIGKILL a running sweep (and its kernels) after a run finished; the restart skips finished runs and redoes the rest."
+    out = tmp_path / 'sweep'
+    gfile = tmp_path / 'grid.yaml'
+    gfile.write_text(yaml.safe_dump(grid(lab, ['a', 'b', 'c'], params={'sleep': 1.0})))
+    cmd = [sys.executable, '-c', 'import sys; from adtutor.sweep import main; sys.exit(main())',
+           'run', str(gfile), '--out', str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not records(out):
+            assert proc.poll() is None, 'the sweep ended before it could be killed'
+            time.sleep(0.2)
+        time.sleep(0.5)  # let the next run start
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    before = records(out)
+    assert 1 <= len(before) < 3, f'{len(before)} runs finished before the kill'
+    assert all(r['status'] == 'ok' for r in before.values())
+    mt = {rid: (out / 'runs' / rid / 'record.json').stat().st_mtime_ns for rid in before}
+    started = {p.parent.name for p in out.glob('runs/*/run.json')}
+
+    res = sw.sweep(sw.load_grid(gfile), out, progress=False)
+    assert res.skipped == len(before) and res.ok == 3 and not res.failed
+    after = records(out)
+    assert len(after) == 3
+    for rid in before:  # finished runs untouched
+        assert (out / 'runs' / rid / 'record.json').stat().st_mtime_ns == mt[rid] and after[rid]['attempt'] == 1
+    for rid in started - set(before):  # the run interrupted mid-way was redone
+        assert after[rid]['attempt'] == 2 and not list((out / 'runs' / rid).glob('.attempt-*'))
+    for p in out.glob('runs/*/record.json'):  # every record whole
+        assert json.loads(p.read_text())['status'] == 'ok'
+
+
+def test_process_pool(lab, tmp_path):
+    out = tmp_path / 'sweep'
+    res = sw.sweep(grid(lab, ['a', 'b']), out, executor='pool', workers=2, progress=False)
+    assert res.ok == 2, res.failed
+    assert {r['threads'] for r in records(out).values()} == {max(1, sw._cpus() // 2)}
+
+
+def test_dask_local_cluster(lab, tmp_path):
+    distributed = pytest.importorskip('distributed')
+    g = grid(lab, ['a', 'b'])
+    g['notebooks'].append({'notebook': str(lab), 'categories': ['bad'], 'params': {'fail': True}})
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster, timeout=60) as client:
+        assert len(client.scheduler_info()['workers']) == 2
+        res = sw.sweep(g, tmp_path / 'sweep', executor='dask', scheduler=cluster.scheduler_address, progress=False)
+    assert res.ok == 2 and len(res.failed) == 1
+    assert len(sw.collect(tmp_path / 'sweep')) == 3
+
+
+def test_cli(lab, tmp_path, capsys):
+    out = tmp_path / 'sweep'
+    assert sw.main(['run', '--notebook', str(lab), '--category', 'a', '--grid', 'image_size=16,24',
+                    '--set', 'backbone=none', '--quick', '--out', str(out)]) == 0
+    recs = records(out)
+    assert len(recs) == 2 and {r['image_size'] for r in recs.values()} == {16, 24}
+    assert all(r['backbone'] == 'none' for r in recs.values())
+    assert sw.main(['status', '--out', str(out)]) == 0
+    assert '2 ok' in capsys.readouterr().out
+    assert sw.main(['collect', '--out', str(out), '--to', str(tmp_path / 'r.csv')]) == 0
+    assert len(pd.read_csv(tmp_path / 'r.csv')) == 2
+    assert sw.main(['run', str(tmp_path / 'nope.yaml'), '--out', str(out)]) == 2
+
+
+def test_paper_results():
+    if not (ROOT / 'data' / 'paper_results.csv').exists(): pytest.skip('data/paper_results.csv not present')
+    pc = sw.paper_results('PatchCore', metric='image_auroc', category='bottle')
+    assert len(pc) >= 1 and set(pc.dataset) == {'mvtec_ad'} and set(pc.method) == {'PatchCore'}
+    rd = sw.paper_results('ReverseDistillation', source='000')
+    assert len(rd) and set(rd.method) == {'RD'}
+    assert sw.method_key('RevDist') == sw.method_key('RD') == sw.method_key('Reverse Distillation')
+
+
+def test_main_job_quick(lab, tmp_path, capsys):
+    "The main job end to end on a toy grid: sweep, records.csv, the benchmark notebooks, tables in <out>, manifest."
+    g = tmp_path / 'grid.yaml'
+    g.write_text(yaml.safe_dump({'name': 'toy-main', 'notebooks': [{'notebook': str(lab), 'categories': ['a', 'b']},
+                                                                   {'notebook': str(lab), 'categories': ['lesson'], 'record': False}]}))
+    out = tmp_path / 'main'
+    man = sw.main_job(out, quick=True, grid=g, lessons=False)
+    assert man['runs'] == {'total': 3, 'ok': 3, 'failed': 0}
+    assert len(pd.read_csv(out / 'records.csv')) == 3
+    assert [b['source'] for b in man['benchmark_notebooks']] == [str(p.relative_to(ROOT / 'nbs')) for p in sw.benchmark_notebooks()]
+    bad = [b for b in man['benchmark_notebooks'] if not b['ok']]
+    assert not bad, bad
+    assert all((out / b['notebook']).exists() for b in man['benchmark_notebooks'])
+    names = {Path(t).name for t in man['tables']}
+    assert {'reproduction.md', 'reproduction.csv', 'efficiency.md', 'efficiency.csv'} <= names
+    assert all(Path(t).is_relative_to(out) for t in man['tables'] + man['figures'])  # quick mode never writes results/
+    assert any(Path(f).name == 'fit_time_vs_auroc.png' for f in man['figures'])
+    assert json.loads((out / 'manifest.json').read_text())['records'] == str(out / 'records.csv')
+    assert 'main job finished' in capsys.readouterr().out
