@@ -13,6 +13,7 @@ fit (baseline), and what the method keeps (memory bank / statistics).
   * PaDiM keeps only per-position statistics (float64 sums while fitting).
 
     flock /tmp/adtutor-heavy.lock .venv/bin/python benchmarks/memory_bank_scaling.py [--n 2000] [--methods patchcore spade padim]
+    .venv/bin/python benchmarks/memory_bank_scaling.py --coreset-only     # bank construction alone, random features, ~30 s
 
 Writes benchmarks/results/memory_bank_scaling.{json,md}.
 """
@@ -52,14 +53,39 @@ def child(method: str, n: int, size: int, coreset: float, out: str):
     Path(out).write_text(json.dumps(r, indent=1))
 
 
+def coreset_only(n: int, picks: int):
+    "Memory of PatchCore's bank construction alone (preallocated features, projection, greedy coreset) for n images x 784 patches."
+    import torch, time
+    from adtutor.core import ResourceMonitor, rss_bytes, atomic_write_json
+    from adtutor.memory_bank import greedy_coreset
+    N = n * 784
+    base = rss_bytes() / 2**20
+    with ResourceMonitor() as m:
+        X = torch.empty(N, 152)
+        g = torch.Generator().manual_seed(0)
+        for i in range(0, N, 65536): X[i:i + 65536] = torch.randn(min(65536, N - i), 152, generator=g)
+        t = time.perf_counter(); idx = greedy_coreset(X, picks); tc = time.perf_counter() - t
+        bank = X[idx].contiguous()
+    r = {'what': f'PatchCore memory-bank construction for {n} images x 784 patches (random 152-d features, no backbone)',
+         'n_features': N, 'features_mb': N * 152 * 4 / 2**20, 'projection_mb': N * 128 * 4 / 2**20, 'baseline_rss_mb': round(base),
+         'peak_rss_mb': round(m.peak_mb), 'peak_above_baseline_mb': round(m.peak_mb - base), 'coreset_picks': picks,
+         'coreset_s': round(tc, 1), 'seconds': round(m.seconds, 1), 'loadavg': os.getloadavg(),
+         'command': f'python benchmarks/memory_bank_scaling.py --coreset-only --n {n} --picks {picks}'}
+    print(json.dumps(r))
+    atomic_write_json(RESULTS / f'memory_bank_coreset_{n}_images.json', r)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--n', type=int, default=2000); ap.add_argument('--size', type=int, default=224)
     ap.add_argument('--coreset', type=float, default=0.01)
     ap.add_argument('--methods', nargs='+', default=['patchcore', 'spade', 'padim'])
     ap.add_argument('--child'); ap.add_argument('--out')
+    ap.add_argument('--coreset-only', action='store_true', help='measure only the bank construction on random features (fast)')
+    ap.add_argument('--picks', type=int, default=1500)
     a = ap.parse_args()
     if a.child: return child(a.child, a.n, a.size, a.coreset, a.out)
+    if a.coreset_only: return coreset_only(a.n, a.picks)
     from adtutor.core import atomic_write_json, atomic_write_text
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -228,7 +228,8 @@ def to_markdown(res: dict) -> str:
             if 'error' in r: lines.append(f'| {label} | {names[k]} | {r["error"]} | | | |'); continue
             f = lambda x: '' if x is None else f'{x:.6f}'
             lines.append(f'| {label} | {names[k]} | {r["seconds_median"]:.2f} | {r["peak_extra_mb"]:.0f} | {f(r.get("aupro"))} | {f(r.get("pixel_auroc"))} |')
-    lines += ['', '| test set | AUPRO speed-up vs anomalib | |adtutor − reference| | |adtutor − anomalib| | |anomalib − reference| | |adtutor − sklearn| pixel AUROC |',
+    lines += ['', 'Absolute differences (AUPRO unless noted):', '',
+              '| test set | AUPRO speed-up vs anomalib | adtutor vs reference | adtutor vs anomalib | anomalib vs reference | adtutor vs sklearn (pixel AUROC) |',
               '|---|---|---|---|---|---|']
     g = lambda x: '' if x is None else f'{x:.1e}'
     for case, c in res['cases'].items():
@@ -243,7 +244,12 @@ def to_markdown(res: dict) -> str:
 
 
 if __name__ == '__main__':
-    if len(sys.argv) > 1 and sys.argv[1] == '--child':
+    if len(sys.argv) > 1 and sys.argv[1] == '--markdown':   # rewrite the .md from a results .json
+        sys.path.insert(0, str(ROOT))
+        from adtutor.core import atomic_write_text
+        src = Path(sys.argv[2]) if len(sys.argv) > 2 else RESULTS / 'metrics_vs_anomalib.json'
+        atomic_write_text(src.with_suffix('.md'), to_markdown(json.loads(src.read_text())))
+    elif len(sys.argv) > 1 and sys.argv[1] == '--child':
         sys.path.insert(0, str(ROOT))
         print(json.dumps(child(sys.argv[2], sys.argv[3], float(sys.argv[4]))))
     else: main()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from adtutor.memory_bank import (knn, NearestNeighbors, has_faiss, kcenter_greedy, kcenter_greedy_reference, greedy_coreset,
+from adtutor.memory_bank import (knn, NearestNeighbors, PrunedNearestNeighbors, has_faiss, kcenter_greedy, kcenter_greedy_reference, greedy_coreset,
                                  random_projection, patch_features, project_channels)
 from adtutor.backbones import find_weights
 
@@ -45,6 +45,21 @@ def test_knn_faiss_equals_torch(k):
     d2, i2 = knn(q, bank, k, backend='faiss')
     assert torch.equal(i1, i2)
     assert torch.equal(d1, d2)  # distances are recomputed exactly from the same neighbours: bit-identical
+
+
+@pytest.mark.parametrize('spread', [0.3, 1.0, 3.0])
+def test_pruned_search_is_exact(spread):
+    "Cluster pruning (triangle inequality) returns exactly the brute-force nearest neighbours, on clustered and on diffuse data."
+    g = torch.Generator().manual_seed(int(spread * 10))
+    bank = (torch.randn(50, 64, generator=g) * 3)[torch.randint(50, (8000,), generator=g)] + spread * torch.randn(8000, 64, generator=g)
+    q = torch.cat([bank[:500] + 0.2 * torch.randn(500, 64, generator=g), 4 * torch.randn(300, 64, generator=g)])  # normal-ish and far-away queries
+    pn = PrunedNearestNeighbors(bank)
+    d, i = pn.search(q)
+    ref_d, ref_i = torch.cdist(q.double(), bank.double()).min(1)
+    assert torch.equal(i[:, 0], ref_i) and torch.allclose(d[:, 0].double(), ref_d, atol=1e-4)
+    assert 0 < pn.visited <= 1
+    d9, i9 = pn.search(q[:10], 9)   # k > 1 falls back to the plain exact search
+    assert torch.equal(i9, knn(q[:10], bank, 9, backend='torch')[1])
 
 
 def test_knn_ties_and_errors():
@@ -167,13 +182,14 @@ def test_model_contract(name, tiny, tmp_path):
 
 
 @needs_lite0
-def test_patchcore_backends_agree(tiny):
-    if not has_faiss(): pytest.skip('faiss not installed')
+@pytest.mark.parametrize('other', ['faiss', 'pruned'])
+def test_patchcore_backends_agree(tiny, other):
+    if other == 'faiss' and not has_faiss(): pytest.skip('faiss not installed')
     from adtutor.patchcore import PatchCore
     train, test = tiny
     a = PatchCore(knn_backend='torch', coreset_ratio=0.5).fit(train)
-    b = PatchCore(knn_backend='faiss', coreset_ratio=0.5).fit(train)
-    assert torch.equal(a.memory_bank, b.memory_bank)
+    b = PatchCore(knn_backend=other, coreset_ratio=0.5).fit(train)
+    assert b.knn_backend_used == other and torch.equal(a.memory_bank, b.memory_bank)
     pa, pb = a.predict(test), b.predict(test)
     assert torch.equal(pa.maps, pb.maps) and torch.allclose(pa.scores, pb.scores, rtol=1e-6)
 

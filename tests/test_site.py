@@ -326,3 +326,11 @@ def test_search_box(site, server, browser):
     assert any('backbones.html' in a.get_attribute('href') for a in hits), [a.get_attribute('href') for a in hits]
     browser.get(hits[0].get_attribute('href'))
     assert not [l for l in browser.get_log('browser') if l['level'] == 'SEVERE']
+
+
+def test_readme_is_generated_from_index():
+    "README.md is the rendered nbs/index.ipynb: edit the notebook, then run adtutor.site.write_readme()."
+    from adtutor.site import render_readme
+    root = Path(__file__).resolve().parent.parent
+    assert (root / 'README.md').read_text() == render_readme(root / 'nbs' / 'index.ipynb'), \
+        'README.md is stale: run python -c "from adtutor.site import write_readme; write_readme()"'

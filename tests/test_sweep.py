@@ -223,3 +223,23 @@ def test_main_job_quick(lab, tmp_path, capsys):
     assert any(Path(f).name == 'fit_time_vs_auroc.png' for f in man['figures'])
     assert json.loads((out / 'manifest.json').read_text())['records'] == str(out / 'records.csv')
     assert 'main job finished' in capsys.readouterr().out
+
+
+def test_kernel_is_this_python(tmp_path):
+    "papermill runs use this interpreter's kernel, even when another `python3` kernel spec is on the Jupyter paths."
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('quick = None', metadata={'tags': ['parameters']}),
+                nbformat.v4.new_code_cell('import sys, os; print(sys.executable); print(os.getcwd()); print(os.environ.get("ADTUTOR_QUICK"))')]
+    (tmp_path / 'sub').mkdir()
+    src = tmp_path / 'sub' / 'which.ipynb'
+    nbformat.write(nb, src)
+    decoy = tmp_path / 'decoy'
+    (decoy / 'kernels' / 'python3').mkdir(parents=True)
+    (decoy / 'kernels' / 'python3' / 'kernel.json').write_text(json.dumps(
+        {'argv': ['/bin/false', '{connection_file}'], 'display_name': 'decoy', 'language': 'python'}))
+    res = sw.run_notebook(src, tmp_path / 'out.ipynb', {'quick': True}, quick=True, timeout=120,
+                          env={'JUPYTER_PATH': str(decoy), 'JUPYTER_DATA_DIR': str(decoy)})
+    assert res['ok'], res
+    out = ''.join(''.join(o.get('text', '')) for c in json.loads((tmp_path / 'out.ipynb').read_text())['cells'] for o in c.get('outputs', []))
+    assert out.split() == [sys.executable, str(tmp_path / 'sub'), '1']
