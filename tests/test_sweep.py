@@ -221,7 +221,8 @@ def test_main_job_quick(lab, tmp_path, capsys):
     assert {'reproduction.md', 'reproduction.csv', 'efficiency.md', 'efficiency.csv'} <= names
     assert all(Path(t).is_relative_to(out) for t in man['tables'] + man['figures'])  # quick mode never writes results/
     assert any(Path(f).name == 'fit_time_vs_auroc.png' for f in man['figures'])
-    assert json.loads((out / 'manifest.json').read_text())['records'] == str(out / 'records.csv')
+    m = json.loads((out / 'manifest.json').read_text())
+    assert m['records'] == str(out / 'records.csv') and len(m['lab_runs']) == 3 and m['lab_notebooks'] == []  # toy lab is outside nbs/
     assert 'main job finished' in capsys.readouterr().out
 
 

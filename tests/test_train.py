@@ -172,6 +172,7 @@ def test_errors(tmp_path):
     with pytest.raises(ValueError, match='batch_size: 8 there, 4 now'):
         fit_loop(net, lf, x, 2, opt, batch_size=4, checkpoint_dir=tmp_path, progress=False)
     fit_loop(net, lf, x, 1, opt, batch_size=4, checkpoint_dir=tmp_path, resume=False, progress=False)  # starts afresh
+    with pytest.raises(FileNotFoundError, match='no training checkpoint'): load_checkpoint(tmp_path / 'nothing.pt')
     (tmp_path / 'last.pt').write_bytes(b'garbage')
     with pytest.raises(ValueError, match='not a readable training checkpoint'):
         fit_loop(net, lf, x, 2, opt, batch_size=4, checkpoint_dir=tmp_path, progress=False)
