@@ -25,7 +25,7 @@ def _repo(*parts) -> Path | None:
     return r.joinpath(*parts) if r is not None else None
 
 def _has_records(p: Path) -> bool:
-    return p.is_file() or (p / 'records.csv').is_file() or any(p.glob('runs/*/record.json'))
+    return p.is_file() or (p / 'records.csv').is_file() or any(p.glob('runs/*/record.json')) or any(p.glob('*_*.json'))
 
 def _as_source(p: Path) -> Path:
     return p / 'records.csv' if p.is_dir() and (p / 'records.csv').is_file() else p
@@ -36,8 +36,8 @@ def quick_sweep_dir() -> Path:
     return Path(d) if d else cache_dir('sweeps') / 'quick'
 
 def default_records(progress: bool = False) -> list[Path]:
-    "The main job's and the reproduction's records when present; otherwise those of a quick demo sweep (run if needed)."
-    found = [_as_source(p) for name in ('main', 'bottle') if (p := _repo('results', name)) is not None and p.exists() and _has_records(p)]
+    "The main job's, the bottle sweep's and the labs' reproduction records when present; otherwise a quick demo sweep's (run if needed)."
+    found = [_as_source(p) for name in ('main', 'bottle', 'reproduction') if (p := _repo('results', name)) is not None and p.exists() and _has_records(p)]
     if found: return found
     grid = _repo('sweeps', 'quick.yaml')
     if grid is None or not grid.exists():

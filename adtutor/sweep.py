@@ -526,6 +526,11 @@ def read_results(src) :
     if isinstance(src, pd.DataFrame): return src
     if isinstance(src, (list, tuple)): return pd.concat([read_results(s) for s in src], ignore_index=True)
     p = Path(src)
+    if p.is_dir() and not any(p.glob('runs/*/record.json')) and (js := sorted(p.glob('*.json'))):
+        # a folder of loose records, e.g. results/reproduction/<method>_bottle.json written by the labs' `result_path`;
+        # runs selected on the test set (`val_on_test`, e.g. the STFPM lab's IADBE re-enactment) are not results to tabulate
+        recs = [r for f in js if isinstance(r := read_json(f), dict) and 'method' in r and 'image_auroc' in r and not r.get('val_on_test')]
+        if recs: return pd.DataFrame([flatten_record(r) for r in recs])
     if p.is_dir(): return collect(p)
     if not p.exists(): raise FileNotFoundError(f'no records at {p}: give a sweep output folder or the CSV written by `adtutor-sweep collect`')
     return pd.read_parquet(p) if p.suffix == '.parquet' else pd.read_csv(p)

@@ -401,7 +401,8 @@ def fit_loop(model: nn.Module, loss_fn: Callable[[dict], Tensor | dict], train_d
                 if name == 'loss': v = mean_loss(model, val_data, loss_fn, batch_size, device)
                 elif name == 'score': v = mean_score(model, val_data, batch_size)
                 elif name == 'image_auroc': v = test_image_auroc(model, val_data, batch_size)
-                else: v = float(metric_fn(model, val_data))
+                else:
+                    with _as_fitted(model): v = float(metric_fn(model, val_data))  # a custom metric may call predict
                 model.train()
                 row[col] = v; row['val_seconds'] = time.perf_counter() - t1
                 improved = tracker.step(v)

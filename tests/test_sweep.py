@@ -195,6 +195,17 @@ def test_cli(lab, tmp_path, capsys):
     assert sw.main(['run', str(tmp_path / 'nope.yaml'), '--out', str(out)]) == 2
 
 
+def test_read_loose_records(tmp_path):
+    "A folder of records written by the labs' `result_path` reads as a table; runs selected on the test set are left out."
+    base = {'method': 'STFPM', 'category': 'bottle', 'image_auroc': 0.9, 'pixel_auroc': 0.95, 'aupro': 0.8}
+    (tmp_path / 'stfpm_bottle.json').write_text(json.dumps(base))
+    (tmp_path / 'stfpm_bottle_peek.json').write_text(json.dumps({**base, 'image_auroc': 0.4, 'val_on_test': True}))
+    (tmp_path / 'notes.json').write_text(json.dumps({'not': 'a record'}))
+    df = sw.read_results(tmp_path)
+    assert len(df) == 1 and df.image_auroc.tolist() == [0.9]
+    with pytest.raises(FileNotFoundError): sw.read_results(tmp_path / 'missing')
+
+
 def test_paper_results():
     if not (ROOT / 'data' / 'paper_results.csv').exists(): pytest.skip('data/paper_results.csv not present')
     pc = sw.paper_results('PatchCore', metric='image_auroc', category='bottle')

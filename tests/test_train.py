@@ -220,3 +220,10 @@ def test_fit_stats_on_anomaly_model():
     h = fit_loop(m2, lambda b: (m2.net(b['image']) - b['image']).pow(2).mean(), _data(10), 2, opt, val_data=_data(4, 5),
                  val_metric='score', progress=False)
     assert h.epochs['val_score'].notna().all() and not m2.fitted
+    # so does a custom metric that calls the model's own predict_dataset (the STFPM lab's IADBE re-enactment does)
+    def dataset_score(m, d): return float(m.predict_dataset(d, progress=False)['scores'].mean())
+    m3 = Toy()
+    opt = torch.optim.SGD(m3.net.parameters(), lr=0.1)
+    h = fit_loop(m3, lambda b: (m3.net(b['image']) - b['image']).pow(2).mean(), _data(10), 2, opt, val_data=_data(4, 5),
+                 val_metric=dataset_score, mode='min', progress=False)
+    assert h.epochs['val_dataset_score'].notna().all() and not m3.fitted
