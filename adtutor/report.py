@@ -114,7 +114,7 @@ def describe(df: pd.DataFrame) -> str:
     return s
 
 # %% ../nbs/benchmarks/00_report.ipynb #0c989df6
-def paper_values(methods, dataset: str = 'mvtec_ad', sources=('000', '001', '003'), metrics=METRICS) -> pd.DataFrame:
+def paper_values(methods, dataset: str = 'mvtec_ad', sources=('000', '001', '002', '003'), metrics=METRICS) -> pd.DataFrame:
     "Best-sourced paper number per (method key, category, metric) as a fraction, with its source, table, backbone, setting."
     cols = ['mkey', 'category', 'metric', 'paper', 'source', 'table', 'backbone', 'setting']
     if dataset == 'builtin' or not len(methods): return pd.DataFrame(columns=cols)
@@ -135,7 +135,7 @@ def paper_values(methods, dataset: str = 'mvtec_ad', sources=('000', '001', '003
     return pd.DataFrame(rows, columns=cols)
 
 # %% ../nbs/benchmarks/00_report.ipynb #78f69408
-def reproduction_table(df: pd.DataFrame, sources=('000', '001', '003'), metrics=METRICS) -> pd.DataFrame:
+def reproduction_table(df: pd.DataFrame, sources=('000', '001', '002', '003'), metrics=METRICS) -> pd.DataFrame:
     "Long table: label, method, ds, category, metric, ours (mean over seeds), ours_std, n, paper, diff, paper source/backbone."
     cols = ['label', 'method', 'ds', 'category', 'metric', 'ours', 'ours_std', 'n', 'paper', 'diff', 'source', 'table', 'paper_backbone',
             'setting', 'our_backbone', 'our_weights', 'our_image_size', 'seeds', 'flag']

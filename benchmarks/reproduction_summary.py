@@ -14,7 +14,7 @@ SRC = ROOT / 'results' / 'reproduction'
 CMD = ('ADTUTOR_DATA=../shared/data papermill nbs/<family>/<lab>.ipynb out.ipynb -p data mvtec -p category bottle '
        '-p quick False -p result_path results/reproduction/<method>_bottle.json')
 # settings worth naming per method (those present in the record are shown)
-KEYS = ['coreset_ratio', 'num_neighbors', 'n_features', 'top_k', 'epochs_planned', 'epochs_run', 'batch_size', 'lr', 'optimizer',
+KEYS = ['layers', 'global_layer', 'k', 'coreset_ratio', 'num_neighbors', 'n_features', 'top_k', 'gamma_c', 'gamma_d', 'K', 'J', 'epochs_planned', 'epochs_run', 'batch_size', 'lr', 'optimizer',
         'combine', 'stopped_early']
 
 

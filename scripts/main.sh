@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up, then run the main job on the built-in dataset: generate it, sweep every method lab at teaching
-# scale, write the tables and figures, build the docs site. OUT (default results/main) receives everything.
+# scale, write the tables and figures (results/tables, results/figures), build the docs site. OUT (default results/main)
+# receives the runs, records, executed notebooks and the site.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -11,5 +12,5 @@ adtutor-synth                                   # the built-in dataset (cached a
 adtutor-sweep main --out "$OUT"                 # sweep + tables + figures (resumes if interrupted)
 adtutor-site --executed "$OUT" --out "$OUT/site"
 echo "== main job done in $(( $(date +%s) - start )) s"
-echo "   tables:  $OUT/tables/"
+echo "   tables:  results/tables/  figures: results/figures/  (made from $OUT/records.csv)"
 echo "   site:    $OUT/site/index.html"
