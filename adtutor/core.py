@@ -250,6 +250,12 @@ class AnomalyModel(nn.Module):
         return images.to(self.device, torch.float32)
 
     # --- description -------------------------------------------------------------------------------------
+    @property
+    def backbone_info(self) -> dict:
+        "Name, weights and sha256 of the pretrained `extractor` (kept in `fit_stats`, so they survive save/load); {} without one."
+        ex = getattr(self, 'extractor', None)
+        return self.fit_stats.get('backbone') or dict(getattr(ex, 'info', None) or {})
+
     def info(self) -> dict:
         "Method, settings, backbone/weights, and parameter counts (total and trainable or learned)."
         n_params = sum(p.numel() for p in self.parameters())

@@ -252,15 +252,12 @@ def greedy_coreset(features: Tensor, n: int, proj_dim: int | None = 128, seed: i
 
 # %% ../nbs/memory_bank/09_memory_bank.ipynb #57e0d21f
 class BackboneMixin:
-    "For `AnomalyModel`s with a frozen `FeatureExtractor` as `self.extractor`: setup, backbone info that survives save/load, features."
+    "For `AnomalyModel`s with a frozen `FeatureExtractor` as `self.extractor`: setup and features (`backbone_info` comes from `AnomalyModel`)."
     def _setup_backbone(self, backbone: str, layers, weights, extra_layers=()):
         if backbone not in BACKBONES: raise ValueError(f"unknown backbone {backbone!r}; known: {', '.join(BACKBONES)}")
         self.layers = tuple(layers or BACKBONES[backbone]['layers'])
         self.extractor = FeatureExtractor(backbone, tuple(dict.fromkeys([*self.layers, *extra_layers])), weights=weights)
         if weights is not None: self.fit_stats['backbone'] = {k: v for k, v in self.extractor.info.items() if k != 'path'}
-
-    @property
-    def backbone_info(self) -> dict: return self.fit_stats.get('backbone') or self.extractor.info
 
     def features(self, x: Tensor) -> dict[str, Tensor]:
         "Backbone features of images `[B, 3, H, W]` in [0, 1] (normalised by the extractor)."

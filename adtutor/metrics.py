@@ -170,29 +170,27 @@ def f1_max(scores, labels) -> tuple[float, float]:
     return (nan, nan) if r is None else r.f1_max()
 
 # %% ../nbs/04_metrics.ipynb #612a3a43
-def pixel_auroc(maps, masks) -> float:
-    "AUROC over all pixels: anomaly `maps` [N, H, W] against binary `masks` [N, H, W]; exact (ties count half). NaN (with a warning) if the masks are all 0."
+def _pixel_ranked(maps, masks, what):
     m, g = _pixel_inputs(maps, masks)
     P = int(np.count_nonzero(g))
-    if P == 0: return _undefined('pixel AUROC', 'the masks hold no defect pixels')
-    if P == g.size: return _undefined('pixel AUROC', 'the masks hold no normal pixels')
-    return _Ranked(m[g], _sorted_parts(m, ~g)).auroc()
+    if P == 0: return None, _undefined(what, 'the masks hold no defect pixels')
+    if P == g.size: return None, _undefined(what, 'the masks hold no normal pixels')
+    return _Ranked(m[g], _sorted_parts(m, ~g)), None
+
+def pixel_auroc(maps, masks) -> float:
+    "AUROC over all pixels: anomaly `maps` [N, H, W] against binary `masks` [N, H, W]; exact (ties count half). NaN (with a warning) if the masks are all 0."
+    r, nan = _pixel_ranked(maps, masks, 'pixel AUROC')
+    return nan if r is None else r.auroc()
 
 def pixel_aupr(maps, masks) -> float:
     "Average precision over all pixels (as scikit-learn's `average_precision_score` on the flattened arrays)."
-    m, g = _pixel_inputs(maps, masks)
-    P = int(np.count_nonzero(g))
-    if P == 0: return _undefined('pixel AP', 'the masks hold no defect pixels')
-    if P == g.size: return _undefined('pixel AP', 'the masks hold no normal pixels')
-    return _Ranked(m[g], _sorted_parts(m, ~g)).ap()
+    r, nan = _pixel_ranked(maps, masks, 'pixel AP')
+    return nan if r is None else r.ap()
 
 def pixel_f1_max(maps, masks) -> tuple[float, float]:
     "Best pixel F1 over all thresholds and that threshold (`map >= threshold` = defect). Test-set tuned: an oracle."
-    m, g = _pixel_inputs(maps, masks)
-    P = int(np.count_nonzero(g))
-    if P == 0: nan = _undefined('pixel F1-max', 'the masks hold no defect pixels'); return nan, nan
-    if P == g.size: nan = _undefined('pixel F1-max', 'the masks hold no normal pixels'); return nan, nan
-    return _Ranked(m[g], _sorted_parts(m, ~g)).f1_max()
+    r, nan = _pixel_ranked(maps, masks, 'pixel F1-max')
+    return (nan, nan) if r is None else r.f1_max()
 
 # %% ../nbs/04_metrics.ipynb #82aeb588
 def _regions(masks: np.ndarray):

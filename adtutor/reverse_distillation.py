@@ -103,9 +103,6 @@ class ReverseDistillation(AnomalyModel):
         self.combine, self.loss_mode, self.sigma, self.seed, self.cache_teacher = combine, loss, sigma, seed, cache_teacher
         self.history = None
 
-    @property
-    def backbone_info(self) -> dict: return self.fit_stats.get('backbone') or self.extractor.info
-
     @torch.no_grad()
     def teacher_features(self, x: Tensor) -> dict[str, Tensor]:
         "The frozen encoder's three scales of images `x` (keys prefixed 't:' for caching)."

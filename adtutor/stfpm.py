@@ -87,9 +87,6 @@ class STFPM(AnomalyModel):
         self.combine, self.seed, self.cache_teacher = combine, seed, cache_teacher
         self.history = None
 
-    @property
-    def backbone_info(self) -> dict: return self.fit_stats.get('backbone') or self.extractor.info
-
     @torch.no_grad()
     def teacher_features(self, x: Tensor) -> dict[str, Tensor]:
         "The frozen teacher's pyramid features of images `x` (keys prefixed 't:' for caching)."
