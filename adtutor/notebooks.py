@@ -134,7 +134,7 @@ def kernel_path() -> str:
 
 # %% ../nbs/08a_notebooks.ipynb #a8e1c016
 def skipped_cells(nb: dict, flags=('notest', 'slow')) -> list[int]:
-    "Indices of the code cells `nbdev_test` does not run: a directive in `flags`, `#| eval: false`, or a call of `nbdev_export(`."
+    "Indices of the code cells `nbdev_test` does not run: a directive in `flags`, `#| eval: false`, or one calling nbdev_export."
     from fastcore.basics import AttrDict
     from nbdev.process import extract_directives  # nbdev's own parser, so `# | slow` and `#|slow` count alike
     out = []

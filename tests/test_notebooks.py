@@ -13,7 +13,7 @@ Only the notebooks selected for this session run (`pytest tests/test_notebooks.p
 copies stay in pytest's temporary folder for inspection. Under pytest-xdist every worker runs its own notebooks,
 one at a time, when their tests come up.
 """
-import configparser, json, os
+import configparser, contextlib, json, os, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -59,9 +59,20 @@ class NotebookRuns:
 
     def _run(self, nb: Path) -> dict:
         dst = self.base / 'executed' / nb.relative_to(NBS)
+        t0 = time.time()
         res = run_notebook(nb, dst, {'quick': True}, quick=True, timeout=TIMEOUT, threads=self.threads, env=self.env,
                            skip_flags=self.flags)
-        return {**res, 'executed': dst}
+        return {**res, 'executed': dst, 'started': t0, 'ended': time.time()}
+
+    def timing(self) -> list[str]:
+        "Lines for the terminal: each finished notebook's seconds, longest first, and the wall time of them all."
+        done = {nb: f.result() for nb, f in self.futures.items() if f.done() and not f.cancelled() and f.exception() is None}
+        if not done: return []
+        wall = max(r['ended'] for r in done.values()) - min(r['started'] for r in done.values())
+        rows = sorted(done.items(), key=lambda kv: -kv[1]['seconds'])
+        return ([f'notebooks: {len(done)} in {wall:.0f} s wall on {self.pool._max_workers} workers ({self.threads} threads each), '
+                 f'{sum(r["seconds"] for r in done.values()):.0f} s in all'] +
+                [f'  {r["seconds"]:6.1f} s  {"ok    " if r["ok"] else "FAILED"} {nb.relative_to(NBS)}' for nb, r in rows])
 
     def result(self, nb: Path) -> dict:
         self.start([nb])  # not submitted yet (e.g. under xdist): run it now
@@ -81,6 +92,11 @@ def notebook_runs(request, tmp_path_factory):
                     if getattr(it, 'originalname', None) == 'test_notebook_runs' and hasattr(it, 'callspec')])
     yield runs
     runs.pool.shutdown(wait=True, cancel_futures=True)
+    tr, cap = (request.config.pluginmanager.get_plugin(n) for n in ('terminalreporter', 'capturemanager'))
+    if tr is not None and (lines := runs.timing()):  # what `nbdev_test --timing` printed
+        with cap.global_and_fixture_disabled() if cap is not None else contextlib.nullcontext():
+            tr.write_line('')
+            for line in lines: tr.write_line(line)
 
 
 def _src(cell) -> str:
