@@ -274,3 +274,19 @@ def test_reply_polling_is_sliced(monkeypatch):
     calls.clear()
     with pytest.raises(Empty): asyncio.run(get('never', timeout=0.05))              # a timeout still ends the wait
     assert calls and all(0 <= t <= 0.05 for t in calls)
+
+
+def test_analysis_does_not_import_orchestration():
+    "records, papers and report read records and papers' numbers; importing them must not pull in the runner."
+    code = ('import sys, adtutor.records, adtutor.papers, adtutor.report; '
+            "bad = sorted(m for m in ('adtutor.sweep', 'adtutor.main_job', 'adtutor.grid', 'adtutor.notebooks') if m in sys.modules); "
+            'assert not bad, bad')
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_report_load_without_records_says_what_to_do(monkeypatch):
+    import adtutor.report as R
+    monkeypatch.setattr(R, 'found_records', lambda: [])
+    with pytest.raises(FileNotFoundError, match='adtutor-sweep main.*default_records'):
+        R.load()
