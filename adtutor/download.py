@@ -148,6 +148,7 @@ def fetch(url: str, dest: str | os.PathLike, checksums: dict | None = None, prog
     os.replace(part, dest)
     return dest
 
+# %% ../nbs/01a_download.ipynb #01a0c009
 def _safe_target(dest: Path, name: str) -> Path:
     t = (dest / name).resolve()
     if Path(name).is_absolute() or (t != dest.resolve() and dest.resolve() not in t.parents):
@@ -222,6 +223,7 @@ def download_dataset(name: str, root=None, category: str | None = None, url: str
     print(f"{info['title']} is in {root}.\nLicense: {info['license']}.\nIf you use it, cite: {info['cite']}")
     return root
 
+# %% ../nbs/01a_download.ipynb #01a0c012
 def download_mvtec(root=None, category: str | None = None, **kw) -> Path:
     "Download MVTec AD (all 15 categories, or one `category`) into `root` (default `$ADTUTOR_DATA/mvtec_ad`)."
     return download_dataset('mvtec_ad', root, category, **kw)
