@@ -290,3 +290,15 @@ def test_report_load_without_records_says_what_to_do(monkeypatch):
     monkeypatch.setattr(R, 'found_records', lambda: [])
     with pytest.raises(FileNotFoundError, match='adtutor-sweep main.*default_records'):
         R.load()
+
+
+def test_default_records_falls_back_to_the_quick_sweep(monkeypatch, tmp_path):
+    "No records in results/: the benchmark notebooks' default_records runs sweeps/quick.yaml into quick_sweep_dir()."
+    import adtutor.main_job as M
+    calls = []
+    monkeypatch.setenv('ADTUTOR_QUICK_SWEEP_DIR', str(tmp_path / 'quick'))
+    monkeypatch.setattr(M, 'sweep', lambda grid, out, progress: calls.append((Path(grid), Path(out))))
+    monkeypatch.setattr(M, 'found_records', lambda: [tmp_path / 'found.csv'])
+    assert M.default_records() == [tmp_path / 'found.csv'] and calls == []
+    monkeypatch.setattr(M, 'found_records', lambda: [])
+    assert M.default_records() == [tmp_path / 'quick'] and calls == [(ROOT / 'sweeps' / 'quick.yaml', tmp_path / 'quick')]
