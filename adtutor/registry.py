@@ -129,6 +129,15 @@ def default_exp(nb: dict) -> str | None:
     return None
 
 # %% ../nbs/10_registry.ipynb #r0000015
+def _literal(node):
+    "`ast.literal_eval`, also accepting `dict(key=literal, ...)` and `list`/`tuple` calls of literals."
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ('dict', 'list', 'tuple'):
+        if node.func.id == 'dict' and not node.args: return {k.arg: _literal(k.value) for k in node.keywords if k.arg}
+        if node.func.id != 'dict' and len(node.args) == 1 and not node.keywords: return {'list': list, 'tuple': tuple}[node.func.id](_literal(node.args[0]))
+    if isinstance(node, ast.Dict): return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
+    if isinstance(node, (ast.List, ast.Tuple)): return (list if isinstance(node, ast.List) else tuple)(_literal(e) for e in node.elts)
+    return ast.literal_eval(node)
+
 def _calls(tree) -> list[ast.Call]:
     return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and
             (getattr(n.func, 'id', None) == 'register_method' or getattr(n.func, 'attr', None) == 'register_method')]
@@ -143,10 +152,10 @@ def notebook_methods(path: Path, nbs: Path) -> list[MethodSpec]:
         if not names & {'export', 'exports'}: continue
         for call in _calls(ast.parse(body)):
             try:
-                args = [ast.literal_eval(a) for a in call.args]
-                kw = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+                args = [_literal(a) for a in call.args]
+                kw = {k.arg: _literal(k.value) for k in call.keywords}
             except ValueError:
-                raise ValueError(f'{rel}: the arguments of register_method must be literals (strings, numbers, lists, dicts), '
+                raise ValueError(f'{rel}: the arguments of register_method must be literals (strings, numbers, lists, dicts, dict(...)), '
                                  f'line {call.lineno} of its cell') from None
             out.append(make_spec(*args, **kw, module=f'adtutor.{mod}' if mod else None, notebook=rel))
     return out
