@@ -292,9 +292,10 @@ def check_images(self: AnomalyModel, images: Tensor) -> Tensor:
 
 # %% ../nbs/00_core.ipynb #a1c0e008
 @patch
-def fit(self: AnomalyModel, train_data, **kw) -> AnomalyModel:
-    "Learn from normal images (a dataset, DataLoader, list or tensor); time, memory and backbone go to `fit_stats`."
+def fit(self: AnomalyModel, train_data, device=None, **kw) -> AnomalyModel:
+    "Learn from normal images (a dataset, DataLoader, list or tensor) on `device` (None: CUDA when present); time, memory and backbone go to `fit_stats`."
     n = check_train_data(train_data, f'{type(self).__name__}.fit')
+    self.to(get_device(device))
     with ResourceMonitor() as mon: self.learn(train_data, **kw)
     self.fit_stats.update(fit_seconds=mon.seconds, fit_peak_rss_mb=mon.peak_mb, fit_cuda_peak_mb=mon.cuda_peak / 2**20, fit_images=n)
     if (bb := self.backbone_info): self.fit_stats['backbone'] = bb
