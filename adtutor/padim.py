@@ -13,7 +13,7 @@ from .backbones import BACKBONES
 from .memory_bank import BackboneMixin, check_train_data, patch_features
 
 # %% auto #0
-__all__ = ['PADIM_LAYERS', 'PADIM_D', 'channel_subset', 'GaussianStats', 'cholesky_factors', 'mahalanobis', 'PaDiM']
+__all__ = ['PADIM_LAYERS', 'PADIM_D', 'METHOD', 'channel_subset', 'GaussianStats', 'cholesky_factors', 'mahalanobis', 'PaDiM']
 
 # %% ../nbs/memory_bank/11_padim.ipynb #6d97f96e
 PADIM_LAYERS = {'resnet18': ('layer1', 'layer2', 'layer3'), 'wide_resnet50_2': ('layer1', 'layer2', 'layer3')}
@@ -111,3 +111,10 @@ class PaDiM(BackboneMixin, AnomalyModel):
         return Prediction(maps.flatten(1).amax(1), maps)
 
     def memory_bank_size(self) -> int: return int(self.mean.shape[0]) if self.mean.ndim == 2 else 0
+
+# %% ../nbs/memory_bank/11_padim.ipynb #f19a01e9
+from .registry import register_method
+METHOD = register_method('padim', title='PaDiM', family='memory_bank', cls='PaDiM',
+                         paper='Defard, Setkov, Loesch & Audigier. PaDiM: a Patch Distribution Modeling Framework for Anomaly Detection and Localization. ICPR Workshops 2021.',
+                         paper_names=['PaDiM'], main={'categories': 'all', 'seconds': 22},
+                         reproduction={'categories': ['bottle']})

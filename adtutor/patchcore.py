@@ -13,7 +13,7 @@ from .memory_bank import (BackboneMixin, check_train_data, patch_features, proje
                                  NearestNeighbors, PrunedNearestNeighbors, _resolve_backend)
 
 # %% auto #0
-__all__ = ['reweighted_scores', 'PatchCore']
+__all__ = ['METHOD', 'reweighted_scores', 'PatchCore']
 
 # %% ../nbs/memory_bank/12_patchcore.ipynb #fba17e7a
 def reweighted_scores(q_star: Tensor, s_star: Tensor, nn_star: Tensor, nn_index: NearestNeighbors, k: int = 9) -> Tensor:
@@ -118,3 +118,10 @@ class PatchCore(BackboneMixin, AnomalyModel):
         scores = reweighted_scores(e[ar, j], flat[ar, j], nn_i.reshape(B, -1)[ar, j], self._indexes()[1], self.num_neighbors)
         maps = F.interpolate(s[:, None], size=x.shape[-2:], mode='bilinear', align_corners=False)[:, 0]
         return Prediction(scores, gaussian_blur(maps, self.blur_sigma))
+
+# %% ../nbs/memory_bank/12_patchcore.ipynb #3e7ecf41
+from .registry import register_method
+METHOD = register_method('patchcore', title='PatchCore', family='memory_bank', cls='PatchCore',
+                         paper='Roth, Pemula, Zepeda, Schölkopf, Brox & Gehler. Towards Total Recall in Industrial Anomaly Detection. CVPR 2022.',
+                         paper_names=['PatchCore'], main={'categories': 'all', 'seconds': 26},
+                         reproduction={'categories': ['bottle']})

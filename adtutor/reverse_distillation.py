@@ -14,7 +14,7 @@ from .train import fit_loop, precompute
 from .stfpm import ts_layers, prune_unused, channels_last
 
 # %% auto #0
-__all__ = ['conv_bn_relu', 'ResBlock', 'OCBE', 'Decoder', 'cosine_maps', 'rd_loss', 'ReverseDistillation']
+__all__ = ['METHOD', 'conv_bn_relu', 'ResBlock', 'OCBE', 'Decoder', 'cosine_maps', 'rd_loss', 'ReverseDistillation']
 
 # %% ../nbs/teacher_student/21_reverse_distillation.ipynb #9d5c1416
 def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -150,3 +150,11 @@ class ReverseDistillation(AnomalyModel):
         for u in up[1:]: maps = maps + u if self.combine == 'add' else maps * u
         if self.sigma: maps = gaussian_blur(maps, self.sigma)
         return Prediction(maps.flatten(1).amax(1), maps)
+
+# %% ../nbs/teacher_student/21_reverse_distillation.ipynb #2319328b
+from .registry import register_method
+METHOD = register_method('rd', title='Reverse Distillation', family='teacher_student', cls='ReverseDistillation',
+                         paper='Deng & Li. Anomaly Detection via Reverse Distillation from One-Class Embedding. CVPR 2022.',
+                         paper_names=['RD', 'RevDist', 'RD4AD'],
+                         main={'categories': ['pcb'], 'params': {'epochs': 100}, 'seconds': 180},
+                         reproduction={'categories': ['bottle'], 'timeout': 21600})

@@ -9,6 +9,7 @@ from configparser import ConfigParser
 from pathlib import Path, PurePosixPath
 
 import yaml, nbformat
+from .registry import site_sections
 
 # %% auto #0
 __all__ = ['FAMILIES', 'MARKER', 'page_path', 'find_notebooks', 'glob_match', 'read_config', 'sidebar_sections',
@@ -17,11 +18,7 @@ __all__ = ['FAMILIES', 'MARKER', 'page_path', 'find_notebooks', 'glob_match', 'r
            'render_readme', 'write_readme']
 
 # %% ../nbs/09_site.ipynb #3c286c8c
-FAMILIES = [('Core lessons', '/[0-9]*.ipynb'), ('Memory bank', 'memory_bank/*.ipynb'),
-            ('Teacher–student', 'teacher_student/*.ipynb'), ('One-class', 'one_class/*.ipynb'),
-            ('Distribution map', 'distribution_map/*.ipynb'), ('Reconstruction', 'reconstruction/*.ipynb'),
-            ('GAN', 'gan/*.ipynb'), ('Transformer', 'transformer/*.ipynb'), ('Diffusion', 'diffusion/*.ipynb'),
-            ('Benchmarks', 'benchmarks/*.ipynb')]
+FAMILIES = site_sections()  # (section title, glob) per family folder, from the method registry
 MARKER = '.adtutor-site.json'  # written into every built site: which builder, which pages, from what
 
 def page_path(nb: str) -> str:
@@ -671,9 +668,9 @@ def main(argv=None):
     return 0
 
 # %% ../nbs/09_site.ipynb #d32b876e
-def render_readme(index: str | os.PathLike = 'nbs/index.ipynb', prefix: str = 'nbs/') -> str:
-    "Markdown for README.md from the home-page notebook `index` (links to notebooks get `prefix`)."
-    nb = nbformat.read(str(index), as_version=4)
+def render_readme(index: str | os.PathLike | dict = 'nbs/index.ipynb', prefix: str = 'nbs/') -> str:
+    "Markdown for README.md from the home-page notebook `index` (a path or notebook JSON; links to notebooks get `prefix`)."
+    nb = nbformat.reads(json.dumps(index), as_version=4) if isinstance(index, dict) else nbformat.read(str(index), as_version=4)
     parts = []
     for c in nb.cells:
         if 'parameters' in c.get('metadata', {}).get('tags', []): continue

@@ -13,7 +13,7 @@ from .backbones import BACKBONES
 from .memory_bank import BackboneMixin, check_train_data, patch_features, NearestNeighbors, _resolve_backend
 
 # %% auto #0
-__all__ = ['SPADE_LAYERS', 'GLOBAL_LAYER', 'global_layer', 'SPADE']
+__all__ = ['SPADE_LAYERS', 'GLOBAL_LAYER', 'METHOD', 'global_layer', 'SPADE']
 
 # %% ../nbs/memory_bank/10_spade.ipynb #6895290e
 SPADE_LAYERS = {'wide_resnet50_2': ('layer1', 'layer2', 'layer3'), 'resnet18': ('layer1', 'layer2', 'layer3')}
@@ -68,3 +68,10 @@ class SPADE(BackboneMixin, AnomalyModel):
                            for i in range(B)]).reshape(B, 1, h, w)
         maps = gaussian_blur(F.interpolate(pix, size=x.shape[-2:], mode='bilinear', align_corners=False)[:, 0], self.blur_sigma)
         return Prediction(dist.mean(1), maps)
+
+# %% ../nbs/memory_bank/10_spade.ipynb #48287676
+from .registry import register_method
+METHOD = register_method('spade', title='SPADE', family='memory_bank', cls='SPADE',
+                         paper='Cohen & Hoshen. Sub-Image Anomaly Detection with Deep Pyramid Correspondences. arXiv:2005.02357, 2020.',
+                         paper_names=['SPADE'], main={'categories': 'all', 'seconds': 25},
+                         reproduction={'categories': ['bottle']})

@@ -14,7 +14,8 @@ from .backbones import FeatureExtractor, DEFAULT_BACKBONE
 from .train import fit_loop, precompute
 
 # %% auto #0
-__all__ = ['TS_LAYERS', 'ts_layers', 'prune_unused', 'level_maps', 'stfpm_loss', 'channels_last', 'combine_maps', 'STFPM']
+__all__ = ['TS_LAYERS', 'METHOD', 'ts_layers', 'prune_unused', 'level_maps', 'stfpm_loss', 'channels_last', 'combine_maps',
+           'STFPM']
 
 # %% ../nbs/teacher_student/20_stfpm.ipynb #0370af34
 TS_LAYERS = {  # three pyramid levels at strides 4, 8, 16 for each backbone
@@ -123,3 +124,10 @@ class STFPM(AnomalyModel):
         x = self.check_images(images)
         maps = combine_maps(self.level_maps(x), x.shape[-2:], self.combine)
         return Prediction(maps.flatten(1).amax(1), maps)
+
+# %% ../nbs/teacher_student/20_stfpm.ipynb #e880e3a3
+from .registry import register_method
+METHOD = register_method('stfpm', title='STFPM', family='teacher_student', cls='STFPM',
+                         paper='Wang, Han, Ding & Huang. Student-Teacher Feature Pyramid Matching for Anomaly Detection. BMVC 2021.',
+                         paper_names=['STFPM'], main={'categories': ['pcb'], 'params': {'epochs': 30}, 'seconds': 180},
+                         reproduction={'categories': ['bottle'], 'timeout': 21600})

@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# Python >= 3.11: diffusers and kornia (diffusion and augmentation labs) need it
+if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+  echo "adtutor needs Python >= 3.11; $PY is $("$PY" --version 2>&1). Set PYTHON=python3.11 (or newer) and run again." >&2; exit 1
+fi
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate

@@ -11,12 +11,12 @@ if { ! command -v chromium || ! command -v chromedriver; } >/dev/null 2>&1 && co
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
     || echo "== note: could not install chromium; the site browser test will skip"
 fi
-echo "== 1/2 notebooks, package and README agree (nbdev_export, nbdev_clean, write_readme change nothing)"
+echo "== 1/2 notebooks, package and generated files agree (nbdev_export, nbdev_clean, adtutor-registry write change nothing)"
 if git rev-parse --git-dir >/dev/null 2>&1; then
-  before=$(git status --porcelain); nbdev_export; nbdev_clean; python -c "from adtutor.site import write_readme; write_readme()"
+  before=$(git status --porcelain); nbdev_export; nbdev_clean; adtutor-registry write >/dev/null
   after=$(git status --porcelain)
   if [ "$before" != "$after" ]; then
-    echo "nbdev_export / nbdev_clean / write_readme changed files: export and clean the notebooks, regenerate README.md, then commit:"; diff <(echo "$before") <(echo "$after") || true; exit 1
+    echo "nbdev_export / nbdev_clean / adtutor-registry write changed files: export and clean the notebooks, run adtutor-registry write, then commit:"; diff <(echo "$before") <(echo "$after") || true; exit 1
   fi
 fi
 echo "== 2/2 pytest (every notebook runs once in tests/test_notebooks.py)"
