@@ -16,9 +16,10 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['COMBINE_MODES', 'MODEL_FORMAT', 'fix_malloc', 'seed_everything', 'get_device', 'is_quick', 'repo_root', 'cache_dir',
-           'data_dir', 'atomic_path', 'atomic_write_text', 'atomic_write_json', 'rss_bytes', 'ResourceMonitor',
-           'iter_batches', 'num_images', 'Prediction', 'gaussian_blur', 'upsample', 'combine_maps', 'check_train_data',
-           'AnomalyModel', 'MeanImage', 'env_info', 'git_commit']
+           'data_dir', 'nbs_dir', 'all_notebooks', 'cell_source', 'atomic_path', 'atomic_write_text',
+           'atomic_write_json', 'rss_bytes', 'ResourceMonitor', 'iter_batches', 'num_images', 'Prediction',
+           'gaussian_blur', 'upsample', 'combine_maps', 'check_train_data', 'AnomalyModel', 'MeanImage', 'env_info',
+           'git_commit']
 
 # %% ../nbs/00_core.ipynb #fede4088
 def fix_malloc(threshold: int = 1 << 20) -> bool:
@@ -72,13 +73,32 @@ def data_dir(*parts: str, required: bool = True) -> Path | None:
     if not env:
         if required: raise FileNotFoundError(
             "ADTUTOR_DATA is not set. Point it at the folder that holds your datasets, e.g. "
-            "`export ADTUTOR_DATA=/data` with MVTec AD in /data/mvtec_ad/<category>/ (see adtutor.data.download_mvtec).")
+            "`export ADTUTOR_DATA=/data` with MVTec AD in /data/mvtec_ad/<category>/ (see adtutor.download.download_mvtec).")
         return None
     p = Path(env).expanduser().joinpath(*parts)
     if not p.exists():
         if required: raise FileNotFoundError(f"{p} does not exist (ADTUTOR_DATA={env}). Check the path or download the dataset there.")
         return None
     return p
+
+# %% ../nbs/00_core.ipynb #c0e00a02
+def nbs_dir() -> Path:
+    "The `nbs/` folder of the source checkout (where the lessons and labs live)."
+    r = repo_root()
+    if r is None or not (r / 'nbs').is_dir():
+        raise FileNotFoundError('no nbs/ folder: the lessons and labs are the notebooks of a source checkout. '
+                                'Clone the repository and install it with `pip install -e .`')
+    return r / 'nbs'
+
+def all_notebooks(root: str | os.PathLike | None = None) -> list[Path]:
+    "Every notebook under `root` (default `nbs/`), skipping `_*`, hidden folders and checkpoints, sorted."
+    root = Path(root) if root is not None else nbs_dir()
+    return sorted(p for p in root.rglob('*.ipynb') if not any(x.startswith(('_', '.')) for x in p.relative_to(root).parts))
+
+def cell_source(cell: dict) -> str:
+    "The source of a notebook cell (JSON stores it as a string or a list of lines)."
+    s = cell.get('source', '')
+    return ''.join(s) if isinstance(s, list) else s
 
 # %% ../nbs/00_core.ipynb #7bbd4886
 @contextlib.contextmanager

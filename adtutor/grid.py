@@ -8,7 +8,8 @@ import os, re, glob, json, difflib, hashlib, itertools
 from pathlib import Path
 
 from .core import repo_root
-from .notebooks import notebook_parameters, nbs_dir
+from .core import nbs_dir
+from .notebooks import notebook_parameters
 
 # %% auto #0
 __all__ = ['GRID_KEYS', 'ENTRY_KEYS', 'load_grid', 'resolve_notebooks', 'dataset_categories', 'run_id', 'expand_grid']

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from .core import atomic_path, atomic_write_json, repo_root
 from .grid import load_grid
-from .notebooks import run_notebook, nbs_dir, all_notebooks, benchmark_notebooks
+from .core import nbs_dir, all_notebooks
+from .notebooks import run_notebook, benchmark_notebooks
 from .records import collect, found_records, quick_sweep_dir
 from .sweep import sweep, sweep_status, utc_now
 

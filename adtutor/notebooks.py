@@ -7,18 +7,14 @@ from __future__ import annotations
 import os, re, ast, sys, json, time, hashlib, subprocess, contextlib
 from pathlib import Path
 
-from .core import atomic_write_json, atomic_write_text, repo_root, cache_dir
+from .core import atomic_write_json, atomic_write_text, repo_root, cache_dir, nbs_dir, all_notebooks, cell_source
 from .records import read_json
 
 # %% auto #0
-__all__ = ['parameters_cell', 'notebook_parameters', 'nbs_dir', 'all_notebooks', 'benchmark_notebooks', 'notebook_error',
-           'kernel_path', 'skipped_cells', 'without_cells', 'run_notebook']
+__all__ = ['parameters_cell', 'notebook_parameters', 'benchmark_notebooks', 'notebook_error', 'kernel_path', 'skipped_cells',
+           'without_cells', 'run_notebook']
 
 # %% ../nbs/08a_notebooks.ipynb #a8e1c007
-def _cell_source(cell) -> str:
-    s = cell.get('source', '')
-    return ''.join(s) if isinstance(s, list) else s
-
 def _literal(node, src):
     try: return ast.literal_eval(node)
     except Exception: return ast.get_source_segment(src, node)
@@ -38,7 +34,7 @@ def notebook_parameters(path: str | os.PathLike) -> dict:
     i = parameters_cell(nb)
     if i is None: raise ValueError(f'{path} has no cell tagged "parameters": add the tag to the cell that sets '
                                    'data, category, seed, quick, result_path, ... so papermill can override them')
-    src = _cell_source(nb['cells'][i])
+    src = cell_source(nb['cells'][i])
     out = {}
     for node in ast.parse(src).body:
         if isinstance(node, ast.Assign):
@@ -52,19 +48,6 @@ def notebook_parameters(path: str | os.PathLike) -> dict:
     return out
 
 # %% ../nbs/08a_notebooks.ipynb #a8e1c010
-def nbs_dir() -> Path:
-    "The `nbs/` folder of the source checkout (where labs live)."
-    r = repo_root()
-    if r is None or not (r / 'nbs').is_dir():
-        raise FileNotFoundError('adtutor sweeps run the lab notebooks of a source checkout (nbs/); none was found. '
-                                'Clone the repository and install it with `pip install -e .`')
-    return r / 'nbs'
-
-def all_notebooks(root: str | os.PathLike | None = None) -> list[Path]:
-    "Every notebook under `root` (default `nbs/`), skipping `_*`, hidden folders and checkpoints, sorted."
-    root = Path(root) if root is not None else nbs_dir()
-    return sorted(p for p in root.rglob('*.ipynb') if not any(x.startswith(('_', '.')) for x in p.relative_to(root).parts))
-
 def benchmark_notebooks(root: str | os.PathLike | None = None) -> list[Path]:
     "The notebooks of `nbs/benchmarks/` in order."
     root = Path(root) if root is not None else nbs_dir()
@@ -140,7 +123,7 @@ def skipped_cells(nb: dict, flags=('notest', 'slow')) -> list[int]:
     out = []
     for i, c in enumerate(nb.get('cells', [])):
         if c.get('cell_type') != 'code': continue
-        src = _cell_source(c)
+        src = cell_source(c)
         d = extract_directives(AttrDict(source=src), remove=False)
         if set(flags) & d.keys() or d.get('eval:', [''])[0].lower() == 'false' or 'nbdev_export' + '(' in src: out.append(i)
     return out
@@ -149,7 +132,7 @@ def without_cells(src: str | os.PathLike, dst: str | os.PathLike, cells, note: s
     "Write notebook `src` to `dst` with the sources of `cells` (indices) replaced by a comment; everything else unchanged."
     nb = json.loads(Path(src).read_text())
     for i in cells:
-        first = _cell_source(nb['cells'][i]).strip().splitlines()[:1]
+        first = cell_source(nb['cells'][i]).strip().splitlines()[:1]
         nb['cells'][i]['source'] = f'# {note}: {first[0] if first else ""}'.rstrip()
     return atomic_write_text(dst, json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
 

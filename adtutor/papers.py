@@ -8,19 +8,25 @@ import re
 from pathlib import Path
 
 from .core import repo_root
+from .registry import method_key
 
 # %% auto #0
-__all__ = ['METHOD_ALIASES', 'method_key', 'paper_results']
+__all__ = ['SOURCES', 'source_ref', 'paper_results']
+
+# %% ../nbs/08d_papers.ipynb #d8e1c013
+SOURCES = {
+    '000': 'Liu, Zhou, Xu & Wang. SimpleNet: A Simple Network for Image Anomaly Detection and Localization. CVPR 2023 (MVTec AD table).',
+    '001': 'Zheng, Wang, Qi, Li & Wu. Benchmarking Unsupervised Anomaly Detection and Localization. arXiv:2205.14852, 2022.',
+    '002': 'Liu, Xie, Wang, Li, Wang, Zheng & Jin. Deep Industrial Image Anomaly Detection: A Survey. Machine Intelligence Research, 2024.',
+    '003': 'Evaluating State-of-the-art Methods for Industrial Anomaly Detection (IADBE benchmark, github.com/cjy513203427/IADBE): anomalib defaults.',
+    '004': 'Supplementary material of ARD, attention reverse distillation (github.com/ssiing/ARD): DAGM and one-class novelty tables.',
+}
+
+def source_ref(source) -> str:
+    "The bibliographic reference of a source id ('000', '003_iadbe', ...)."
+    return SOURCES.get(str(source).split('_')[0], str(source))
 
 # %% ../nbs/08d_papers.ipynb #d8e1c006
-METHOD_ALIASES = {'rd': 'reversedistillation', 'revdist': 'reversedistillation', 'rd4ad': 'reversedistillation',
-                  'reversedistillationrd': 'reversedistillation', 'stpfm': 'stfpm', 'patchcore': 'patchcore', 'padim': 'padim'}
-
-def method_key(name) -> str:
-    "Normalised method name for matching ('RevDist', 'RD', 'ReverseDistillation' → 'reversedistillation')."
-    k = re.sub(r'[^a-z0-9]', '', str(name).lower())
-    return METHOD_ALIASES.get(k, k)
-
 def _dataset_key(name) -> str:
     k = re.sub(r'[^a-z0-9]', '', str(name).lower())
     return {'mvtec': 'mvtecad', 'mvtecad': 'mvtecad'}.get(k, k)

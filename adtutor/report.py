@@ -12,7 +12,8 @@ import pandas as pd
 
 from .core import atomic_path, atomic_write_text, repo_root, is_quick
 from .records import read_results, found_records, quick_sweep_dir
-from .papers import paper_results, method_key
+from .papers import paper_results
+from .registry import method_key
 
 # %% auto #0
 __all__ = ['METRICS', 'METRIC_NAMES', 'PAPER_METRIC', 'DATASET_NAMES', 'CATEGORY_ORDER', 'EFFICIENCY_COLUMNS', 'resolve_out_dir',

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from adtutor.notebooks import all_notebooks, parameters_cell, run_notebook
+from adtutor.core import all_notebooks
+from adtutor.notebooks import parameters_cell, run_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT / 'nbs'

@@ -234,7 +234,8 @@ def test_every_value_is_printed_in_its_seed(df):
 
 def test_paper_results_filter():
     "adtutor.papers.paper_results filters the table; method names match loosely."
-    from adtutor.papers import method_key, paper_results
+    from adtutor.papers import paper_results
+    from adtutor.registry import method_key
     pc = paper_results('PatchCore', metric='image_auroc', category='bottle', path=CSV)
     assert len(pc) >= 1 and set(pc.dataset) == {'mvtec_ad'} and set(pc.method) == {'PatchCore'}
     rd = paper_results('ReverseDistillation', source='000', path=CSV)
