@@ -8,6 +8,7 @@ import torch
 
 from adtutor.core import AnomalyModel
 from adtutor.deep_svdd import DeepSVDD, LeNetEncoder, NETS, gcn_l1
+from adtutor.simplenet import SimpleNet, simplenet_loss
 from adtutor import novelty_data as nd
 
 
@@ -68,6 +69,23 @@ def test_deep_svdd_errors():
     with pytest.raises(ValueError, match='one-class'): DeepSVDD(objective='svm')
     with pytest.raises(TypeError, match="did you mean 'epochs'"): DeepSVDD(epoch=3)
     with pytest.raises(RuntimeError, match='not fitted'): DeepSVDD().predict(_imgs(1))
+
+
+# --- SimpleNet -----------------------------------------------------------------------------------------------
+
+def test_simplenet_loss_margin():
+    assert simplenet_loss(torch.tensor([0.6]), torch.tensor([-0.6])) == 0
+    assert torch.isclose(simplenet_loss(torch.tensor([0.0]), torch.tensor([0.0])), torch.tensor(1.0))
+
+
+def test_simplenet_fit_predict_save_load(tmp_path):
+    m = SimpleNet(epochs=2, batch_size=4).fit(_imgs(8, 64), progress=False)
+    p = m.predict(_imgs(2, 64, seed=3))
+    assert p.maps.shape == (2, 64, 64) and torch.isfinite(p.maps).all()
+    m.save(tmp_path / 's.pt'); l = AnomalyModel.load(tmp_path / 's.pt')
+    assert torch.equal(l.predict(_imgs(2, 64, seed=3)).maps, p.maps)
+    assert not any(k.startswith('adaptor') for k in SimpleNet(adaptor=False).state_dict())
+    with pytest.raises(ValueError, match='noise_std must be > 0'): SimpleNet(noise_std=0)
 
 
 # --- novelty data --------------------------------------------------------------------------------------------
