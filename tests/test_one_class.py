@@ -141,3 +141,29 @@ def test_mnist_pickle_is_read_as_arrays_only(tmp_path):
     evil = tmp_path / 'evil.pkl.gz'
     with gzip.open(evil, 'wb') as f: f.write(pickle.dumps(os.system))
     with pytest.raises(pickle.UnpicklingError, match='refusing'): nd.mnist_from_hub(evil)
+
+
+# --- CutPaste ------------------------------------------------------------------------------------------------
+
+def test_cutpaste_augmentations_change_one_region():
+    from adtutor.cutpaste import cutpaste, cutpaste_scar
+    torch.manual_seed(0)
+    x = _imgs(1, 64)[0]
+    for f in (cutpaste, cutpaste_scar):
+        y = f(x)
+        changed = (y != x).any(0)
+        assert y.shape == x.shape and 0 < changed.float().mean() < 0.3 and 0 <= y.min() and y.max() <= 1
+    torch.manual_seed(1); a = cutpaste(x); torch.manual_seed(1); b = cutpaste(x)
+    assert torch.equal(a, b)   # seeded: a resumed training sees the same augmentations
+
+
+def test_cutpaste_fit_predict_save_load(tmp_path):
+    from adtutor.cutpaste import CutPaste
+    m = CutPaste(epochs=1, batch_size=4, head_depth=1, head_width=32, proj_dim=8).fit(_imgs(8, 64), progress=False)
+    p = m.predict(_imgs(2, 64, seed=2))
+    assert p.maps.shape == (2, 64, 64) and torch.isfinite(p.scores).all() and (p.maps >= 0).all()
+    e = m.embed(_imgs(2, 64, seed=2))
+    assert torch.allclose(p.scores, m.mahalanobis(e).detach(), rtol=1e-4)   # the image score is the Mahalanobis distance
+    m.save(tmp_path / 'c.pt'); l = AnomalyModel.load(tmp_path / 'c.pt')
+    assert torch.equal(l.predict(_imgs(2, 64, seed=2)).scores, p.scores)
+    with pytest.raises(ValueError, match='variant must be one of'): CutPaste(variant='4way')
