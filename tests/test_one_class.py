@@ -167,3 +167,27 @@ def test_cutpaste_fit_predict_save_load(tmp_path):
     m.save(tmp_path / 'c.pt'); l = AnomalyModel.load(tmp_path / 'c.pt')
     assert torch.equal(l.predict(_imgs(2, 64, seed=2)).scores, p.scores)
     with pytest.raises(ValueError, match='variant must be one of'): CutPaste(variant='4way')
+
+
+# --- FCDD ----------------------------------------------------------------------------------------------------
+
+def test_fcdd_loss_and_upsampling():
+    from adtutor.fcdd import hsc_loss, gaussian_upsample, pseudo_huber
+    a = torch.full((2, 4, 4), 0.01)
+    assert hsc_loss(a, torch.tensor([0, 0])) < 0.02 and hsc_loss(a, torch.tensor([1, 1])) > 4   # anomalies must be far out
+    assert torch.isfinite(hsc_loss(torch.zeros(1, 4, 4), torch.tensor([1])))                      # no log(0)
+    assert torch.equal(pseudo_huber(torch.zeros(3)), torch.zeros(3))
+    spot = torch.zeros(1, 28, 28); spot[0, 5, 20] = 1
+    up = gaussian_upsample(spot, (224, 224))
+    y, x = divmod(int(up.flatten().argmax()), 224)
+    assert up.shape == (1, 224, 224) and abs(y - (5 * 8 + 4)) <= 4 and abs(x - (20 * 8 + 4)) <= 4   # the output pixel's own cell
+
+
+def test_fcdd_fit_predict_save_load(tmp_path):
+    from adtutor.fcdd import FCDD
+    m = FCDD(epochs=1, batch_size=4, width=16).fit(_imgs(8, 64), progress=False)
+    p = m.predict(_imgs(2, 64, seed=4))
+    assert p.maps.shape == (2, 64, 64) and (p.maps >= 0).all()
+    assert torch.allclose(p.scores, m.heat(_imgs(2, 64, seed=4)).flatten(1).mean(1))
+    m.save(tmp_path / 'f.pt'); l = AnomalyModel.load(tmp_path / 'f.pt')
+    assert torch.equal(l.predict(_imgs(2, 64, seed=4)).maps, p.maps)
