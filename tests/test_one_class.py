@@ -191,3 +191,25 @@ def test_fcdd_fit_predict_save_load(tmp_path):
     assert torch.allclose(p.scores, m.heat(_imgs(2, 64, seed=4)).flatten(1).mean(1))
     m.save(tmp_path / 'f.pt'); l = AnomalyModel.load(tmp_path / 'f.pt')
     assert torch.equal(l.predict(_imgs(2, 64, seed=4)).maps, p.maps)
+
+
+# --- Patch SVDD ----------------------------------------------------------------------------------------------
+
+def test_patch_svdd_encoders_and_pairs():
+    from adtutor.patch_svdd import Enc32, Enc64, sample_pairs
+    assert Enc32(16)(torch.rand(3, 3, 32, 32)).shape == (3, 16) and Enc64(16)(torch.rand(3, 3, 64, 64)).shape == (3, 16)
+    torch.manual_seed(0)
+    p1, p2, lab, pn = sample_pairs(torch.rand(5, 3, 224, 224), 64)
+    assert p1.shape == p2.shape == pn.shape == (5, 3, 64, 64) and lab.min() >= 0 and lab.max() <= 7
+
+
+def test_patch_svdd_fit_predict_save_load(tmp_path):
+    from adtutor.patch_svdd import PatchSVDD
+    m = PatchSVDD(D=16, epochs=1, batch_size=4).fit(_imgs(4, 128), progress=False)
+    x = _imgs(2, 128, seed=5)
+    p = m.predict(x)
+    assert p.maps.shape == (2, 128, 128) and (p.maps >= 0).all()
+    train_maps = m.predict(_imgs(4, 128)).maps           # training images: every patch is in the bank, distance 0
+    assert float(train_maps.max()) < 1e-4
+    m.save(tmp_path / 'p.pt'); l = AnomalyModel.load(tmp_path / 'p.pt')
+    assert torch.equal(l.predict(x).maps, p.maps)
