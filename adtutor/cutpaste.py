@@ -143,7 +143,7 @@ def anomaly_map(self: CutPaste, x: Tensor):
     return cam, score.detach()
 
 # %% ../nbs/one_class/33_cutpaste.ipynb #564023ab
-METHOD = register_method('cutpaste', title='CutPaste', family='synthesizing', cls='CutPaste',
+METHOD = register_method('cutpaste', title='CutPaste', family='one_class', cls='CutPaste',
                          paper='Li, Sohn, Yoon & Pfister. CutPaste: Self-Supervised Learning for Anomaly Detection and Localization. CVPR 2021.',
                          paper_names=['CutPaste'],
                          main={'categories': ['pcb'], 'params': {'epochs': 8}},
