@@ -141,7 +141,9 @@ def run_notebook(src: str | os.PathLike, dst: str | os.PathLike, parameters: dic
                  quick: bool | None = None, timeout: float | None = None, cell_timeout: float | None = None,
                  threads: int | None = None, env: dict | None = None, kernel: str = 'python3', log=None,
                  skip_flags=None) -> dict:
-    "Execute notebook `src` with papermill into `dst`; returns `{'ok', 'seconds', 'error', 'traceback'}` (never raises for a failing notebook)."
+    """Execute notebook `src` with papermill into `dst`; returns `{'ok', 'seconds', 'error', 'traceback'}` (never raises for a failing notebook).
+
+    Cells marked with a directive in `skip_flags` are skipped, and so are the `#| exercise` cells when `parameters` says `exercises=False`."""
     import yaml
     src, dst = Path(src).resolve(), Path(dst).resolve()
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -154,9 +156,11 @@ def run_notebook(src: str | os.PathLike, dst: str | os.PathLike, parameters: dic
     log.parent.mkdir(parents=True, exist_ok=True)
     pfile = log.with_name(log.stem + '.params.yaml')
     atomic_write_text(pfile, yaml.safe_dump(parameters or {}, sort_keys=True))
+    flags = tuple(skip_flags or ()) + (('exercise',) if (parameters or {}).get('exercises') is False else ())
     inp = src
-    if skip_flags and (skip := skipped_cells(json.loads(src.read_text()), skip_flags)):
-        inp = without_cells(src, dst.with_name(dst.stem + '.input.ipynb'), skip, 'skipped under test (nbdev tst_flags)')
+    if flags and (skip := skipped_cells(json.loads(src.read_text()), flags)):
+        why = 'skipped: exercises=False' if set(flags) == {'exercise'} else f'skipped ({", ".join(flags)})'
+        inp = without_cells(src, dst.with_name(dst.stem + '.input.ipynb'), skip, why)
     cmd = [sys.executable, '-c', _PAPERMILL, str(inp), str(dst), '-f', str(pfile), '-k', kernel, '-l', 'python',
            '--cwd', str(Path(cwd or src.parent).resolve()), '--no-progress-bar', '--log-level', 'WARNING']
     if cell_timeout: cmd += ['--execution-timeout', str(int(cell_timeout))]
