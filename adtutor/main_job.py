@@ -4,18 +4,19 @@
 
 # %% ../nbs/08e_main_job.ipynb #e8e1c005
 from __future__ import annotations
-import os, sys, time, shutil
+import os, sys, json, time, shutil
 from pathlib import Path
 
 from .core import atomic_path, atomic_write_json, repo_root
-from .grid import load_grid
+from .grid import load_grid, expand_grid
 from .core import nbs_dir, all_notebooks
 from .notebooks import run_notebook, benchmark_notebooks
 from .records import collect, found_records, quick_sweep_dir
 from .sweep import sweep, sweep_status, utc_now
 
 # %% auto #0
-__all__ = ['default_records', 'main_job', 'grid_from_args', 'main']
+__all__ = ['OVERRUN', 'default_records', 'budget_table', 'measured_table', 'plan_workers', 'timing_record', 'main_job',
+           'grid_from_args', 'main']
 
 # %% ../nbs/08e_main_job.ipynb #e8e1c007
 def default_records(progress: bool = False) -> list[Path]:
@@ -69,14 +70,14 @@ def _run_benchmarks(out: Path, docs: Path, csv: Path, results_dir: Path, quick: 
         print(f"   {'ok' if r['ok'] else 'FAILED'} in {r['seconds']:.1f} s" + ('' if r['ok'] else f": {r['error']}"), flush=True)
     return bench
 
-def _run_lessons(res, out: Path, docs: Path, quick: bool, retry_failed: bool) -> tuple[list[dict], float | None]:
+def _run_lessons(res, out: Path, docs: Path, quick: bool, retry_failed: bool, plan=('sequential', 1, None)) -> tuple[list[dict], float | None]:
     "Execute every notebook that is neither a swept lab nor a benchmark, at its defaults; manifest entries and seconds."
     done = {str(Path(r['path']).resolve()) for r in res.runs} | {str(p.resolve()) for p in benchmark_notebooks()}
     todo = [p for p in all_notebooks() if str(p.resolve()) not in done]
     if not todo: return [], None
     print(f'== lessons: {len(todo)} notebooks at their defaults -> {out / "lessons"}', flush=True)
     lg = {'name': 'lessons', 'timeout': 1800, 'notebooks': [{'notebook': str(p), 'record': False} for p in todo]}
-    lres = sweep(lg, out / 'lessons', quick=bool(quick), retry_failed=retry_failed)
+    lres = sweep(lg, out / 'lessons', executor=plan[0], workers=plan[1], threads=plan[2], quick=bool(quick), retry_failed=retry_failed)
     recs = []
     for r in lres.records:
         src = out / 'lessons' / r.get('executed_notebook', '')
@@ -102,9 +103,68 @@ def _print_summary(m: dict, times: dict, res, out: Path):
     for t in m['tables'] + m['figures']: print(f'   {t}')
     print(f"   manifest (docs hook): {out / 'manifest.json'}")
 
+# %% ../nbs/08e_main_job.ipynb #e8e1c031
+OVERRUN = 1.5   # a lab is flagged when its mean run takes longer than this times its budget
+
+def budget_table(runs: list[dict]):
+    "One row per lab in the grid's `runs`: its title, number of runs, budget per run (registry) and in total."
+    import pandas as pd
+    from adtutor.registry import declared_methods
+    specs = {s.notebook: s for s in declared_methods().values()}
+    rows = {}
+    for r in runs:
+        s = specs.get(r['notebook'])
+        row = rows.setdefault(r['notebook'], {'lab': s.title if s else Path(r['notebook']).stem, 'notebook': r['notebook'], 'runs': 0,
+                                              'budget_s': (s.main.get('seconds') if s else None)})
+        row['runs'] += 1
+    df = pd.DataFrame(list(rows.values()), columns=['lab', 'notebook', 'runs', 'budget_s'])
+    df['budget_total_s'] = df['runs'] * df['budget_s']
+    return df
+
+def measured_table(budget, records: list[dict]):
+    "`budget` with what the runs in `records` measured: total and mean seconds per run, ratio to budget, overrun flag."
+    import pandas as pd
+    secs = pd.DataFrame([{'notebook': r.get('notebook'), 'wall': r.get('wall_seconds')} for r in records])
+    got = secs.groupby('notebook')['wall'].agg(['sum', 'mean']).rename(columns={'sum': 'measured_total_s', 'mean': 'measured_per_run_s'}) \
+        if len(secs) else pd.DataFrame(columns=['measured_total_s', 'measured_per_run_s'])
+    df = budget.merge(got, left_on='notebook', right_index=True, how='left')
+    df['ratio'] = df['measured_per_run_s'] / df['budget_s']
+    df['overrun'] = df['ratio'] > OVERRUN
+    return df
+
+def _show(df, cols) -> str:
+    return df[cols].to_string(index=False, float_format=lambda v: f'{v:.1f}', na_rep='–')
+
+# %% ../nbs/08e_main_job.ipynb #e8e1c034
+def plan_workers(executor: str = 'auto', workers: int | None = None) -> tuple[str, int, int]:
+    "(executor, workers, threads per run): `auto` runs one run per core, up to 4 (2 on a GPU), threads = cores // workers."
+    import torch
+    from adtutor.sweep import _cpus
+    cores = _cpus()
+    if executor != 'auto': return executor, workers or 1, max(1, cores // (workers or 1))
+    if cores < 2: return 'sequential', 1, 1
+    workers = workers or min(cores, 2 if torch.cuda.is_available() else 4)
+    return 'pool', workers, max(1, cores // workers)
+
+# %% ../nbs/08e_main_job.ipynb #e8e1c037
+def timing_record(measured, records: list[dict], lessons: list[dict], times: dict, plan: tuple) -> dict:
+    "The main job's own timing record (see `benchmarks/main_job_time.py`)."
+    num = lambda k: [float(r[k]) for r in records if isinstance(r.get(k), (int, float))]
+    peaks = num('fit_peak_rss_mb') + num('infer_peak_rss_mb')
+    setup = os.environ.get('ADTUTOR_SETUP_SECONDS')
+    return {'written': utc_now(), 'executor': plan[0], 'workers': plan[1], 'threads_per_run': plan[2],
+            'cpus': os.cpu_count(), 'setup_seconds': float(setup) if setup else None,
+            'seconds': {k: round(v, 1) for k, v in times.items()},
+            'runs': {'total': len(records), 'ok': sum(r.get('status') == 'ok' for r in records)},
+            'feature_cache': {'extracted': int(sum(num('feature_images_extracted'))), 'cached': int(sum(num('feature_images_cached')))},
+            'peak_rss_mb': max(peaks) if peaks else None,
+            'labs': json.loads(measured.to_json(orient='records')),
+            'overruns': measured.loc[measured.overrun, 'lab'].tolist(),
+            'lessons': [{'notebook': l['source'], 'seconds': l.get('seconds'), 'status': l.get('status')} for l in lessons]}
+
 # %% ../nbs/08e_main_job.ipynb #e8e1c013
 def main_job(out: str | os.PathLike = 'results/main', quick: bool = False, grid: str | os.PathLike | None = None,
-             executor: str = 'sequential', workers: int | None = None, scheduler: str | None = None,
+             executor: str = 'auto', workers: int | None = None, scheduler: str | None = None,
              results_dir: str | os.PathLike | None = None, retry_failed: bool = False, benchmarks: bool = True,
              lessons: bool = True) -> dict:
     "Run the main sweep (`sweeps/default.yaml`), collect, execute `nbs/benchmarks/*` (and the lessons), print where everything is."
@@ -115,8 +175,11 @@ def main_job(out: str | os.PathLike = 'results/main', quick: bool = False, grid:
     grid = Path(grid) if grid else root / 'sweeps' / 'default.yaml'
     results_dir = Path(results_dir) if results_dir else (out if quick else root / 'results')
     docs, times = out / 'notebooks', {}
-    print(f'== main job: sweep {grid.name} -> {out}', flush=True)
-    res = sweep(grid, out, executor=executor, workers=workers, scheduler=scheduler, quick=quick or None, retry_failed=retry_failed)
+    plan = plan_workers(executor, workers)
+    budget = budget_table(expand_grid(grid, quick=quick or None))
+    print(f'== main job: sweep {grid.name} -> {out} ({plan[0]}, {plan[1]} at a time, {plan[2]} thread(s) each); budget per lab:\n'
+          + _show(budget, ['lab', 'runs', 'budget_s', 'budget_total_s']) + f"\n   total {budget.budget_total_s.sum():.0f} s of runs", flush=True)
+    res = sweep(grid, out, executor=plan[0], workers=plan[1], threads=plan[2], scheduler=scheduler, quick=quick or None, retry_failed=retry_failed)
     times['sweep'] = res.seconds
     csv = out / 'records.csv'
     collect(out, to=csv)
@@ -125,7 +188,7 @@ def main_job(out: str | os.PathLike = 'results/main', quick: bool = False, grid:
     if benchmarks:
         bench = _run_benchmarks(out, docs, csv, results_dir, quick)
         times['benchmarks'] = time.perf_counter() - t1
-    lesson_recs, secs = _run_lessons(res, out, docs, quick, retry_failed) if lessons else ([], None)
+    lesson_recs, secs = _run_lessons(res, out, docs, quick, retry_failed, plan) if lessons else ([], None)
     if secs is not None: times['lessons'] = secs
     labs = [{'notebook': r.get('executed_notebook'), 'source': r.get('notebook'), 'method': r.get('method'), 'dataset': r.get('dataset'),
              'category': r.get('category'), 'seed': r.get('seed'), 'status': r.get('status'), 'seconds': r.get('wall_seconds')}
@@ -137,7 +200,11 @@ def main_job(out: str | os.PathLike = 'results/main', quick: bool = False, grid:
                 'figures': sorted(str(p) for p in (results_dir / 'figures').glob('*.png')),
                 'seconds': {k: round(v, 1) for k, v in {**times, 'total': time.perf_counter() - t0}.items()}}
     atomic_write_json(out / 'manifest.json', manifest)
+    measured = measured_table(budget, res.records)
+    atomic_write_json(out / 'timing.json', timing_record(measured, res.records, lesson_recs, {**times, 'total': time.perf_counter() - t0}, plan))
     _print_summary(manifest, times, res, out)
+    print('== measured per lab (flagged: mean run over 1.5 x budget):\n' + _show(measured, ['lab', 'runs', 'budget_s', 'measured_per_run_s', 'ratio', 'overrun'])
+          + ''.join(f'\n   OVER BUDGET: {l}' for l in measured.loc[measured.overrun, 'lab']) + f"\n   timing record: {out / 'timing.json'}")
     return manifest
 
 # %% ../nbs/08e_main_job.ipynb #e8e1c017
@@ -186,7 +253,8 @@ def _parser():
     c.add_argument('--status', help='keep only records with this status (e.g. ok)')
     m = sub.add_parser('main', help='the main job: sweeps/default.yaml, then the benchmark notebooks')
     m.add_argument('--out', default='results/main'); m.add_argument('--quick', action='store_true')
-    m.add_argument('--executor', default='sequential', choices=['sequential', 'pool', 'process', 'dask'])
+    m.add_argument('--executor', default='auto', choices=['auto', 'sequential', 'pool', 'process', 'dask'],
+                   help='auto: one run per core, side by side (threads per run = cores / runs)')
     m.add_argument('--workers', type=int); m.add_argument('--scheduler'); m.add_argument('--grid')
     m.add_argument('--retry-failed', action='store_true')
     m.add_argument('--no-lessons', action='store_true', help='skip executing the lesson notebooks for the docs')

@@ -232,7 +232,16 @@ def test_main_job_quick(lab, tmp_path, capsys):
     assert any(Path(f).name == 'fit_time_vs_auroc.png' for f in man['figures'])
     m = json.loads((out / 'manifest.json').read_text())
     assert m['records'] == str(out / 'records.csv') and len(m['lab_runs']) == 3 and m['lab_notebooks'] == []  # toy lab is outside nbs/
-    assert 'main job finished' in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert 'main job finished' in printed and 'budget per lab' in printed and 'measured per lab' in printed
+    t = json.loads((out / 'timing.json').read_text())
+    assert t['runs'] == {'total': 3, 'ok': 3} and t['labs'][0]['runs'] == 3 and t['executor'] in ('pool', 'sequential')
+    # the wall-time record is written from timing.json by a script, never by hand
+    r = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'main_job_time.py'), '--out', str(out), '--setup', '12', '--site', '3',
+                        '--total', '100', '--no-publish'], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    md = (out / 'main_job_time.md').read_text()
+    assert '| set-up (scripts/setup.sh: venv, packages, weights) | 12 |' in md and 'within' in md and 'toy_lab' in md
 
 
 def test_kernel_is_this_python(tmp_path):
