@@ -15,11 +15,11 @@ from torch import nn, Tensor
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['COMBINE_MODES', 'MODEL_FORMAT', 'fix_malloc', 'seed_everything', 'get_device', 'is_quick', 'repo_root', 'cache_dir',
-           'data_dir', 'nbs_dir', 'all_notebooks', 'cell_source', 'atomic_path', 'atomic_write_text',
+__all__ = ['COMBINE_MODES', 'SMALL_BATCH', 'MODEL_FORMAT', 'fix_malloc', 'seed_everything', 'get_device', 'is_quick', 'repo_root',
+           'cache_dir', 'data_dir', 'nbs_dir', 'all_notebooks', 'cell_source', 'atomic_path', 'atomic_write_text',
            'atomic_write_json', 'rss_bytes', 'ResourceMonitor', 'iter_batches', 'num_images', 'Prediction',
-           'gaussian_blur', 'upsample', 'combine_maps', 'check_train_data', 'AnomalyModel', 'MeanImage', 'env_info',
-           'git_commit']
+           'gaussian_blur', 'upsample', 'combine_maps', 'check_train_data', 'AnomalyModel', 'torch_threads',
+           'threads_for', 'MeanImage', 'env_info', 'git_commit']
 
 # %% ../nbs/00_core.ipynb #fede4088
 def fix_malloc(threshold: int = 1 << 20) -> bool:
@@ -323,6 +323,22 @@ def fit(self: AnomalyModel, train_data, device=None, **kw) -> AnomalyModel:
     self._mark_fitted()
     return self
 
+# %% ../nbs/00_core.ipynb #a1c0e040
+SMALL_BATCH = int(os.environ.get('ADTUTOR_SMALL_BATCH', 2))
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    "Run the block with `n` torch CPU threads (None: unchanged), restoring the previous number afterwards."
+    prev = torch.get_num_threads()
+    if n is None or n == prev: yield; return
+    torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(prev)
+
+def threads_for(batch: int, device) -> int | None:
+    "Threads for a forward pass of `batch` images on `device`: 1 for a small batch on the CPU, else unchanged (None)."
+    return 1 if torch.device(device).type == 'cpu' and batch <= SMALL_BATCH else None
+
 # %% ../nbs/00_core.ipynb #a1c0e010
 @patch
 def postprocess(self: AnomalyModel, maps, size, scores: Tensor | None = None) -> Prediction:
@@ -335,9 +351,10 @@ def postprocess(self: AnomalyModel, maps, size, scores: Tensor | None = None) ->
 def predict(self: AnomalyModel, images: Tensor) -> Prediction:
     "Image scores `[B]` and anomaly maps `[B, H, W]` of unnormalised images `[B, 3, H, W]` in [0, 1]."
     self.check_fitted(); x = self.check_images(images)
-    out = self.anomaly_map(x)
-    maps, scores = out if isinstance(out, tuple) else (out, None)
-    return self.postprocess(maps, x.shape[-2:], scores)
+    with torch_threads(threads_for(len(x), x.device)):   # one thread for a small batch on the CPU: steady latency
+        out = self.anomaly_map(x)
+        maps, scores = out if isinstance(out, tuple) else (out, None)
+        return self.postprocess(maps, x.shape[-2:], scores)
 
 # %% ../nbs/00_core.ipynb #a1c0e012
 @patch(as_prop=True)
