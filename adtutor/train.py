@@ -280,6 +280,7 @@ def test_image_auroc(model, data, batch_size: int = 16) -> float:
         image_auroc = lambda scores, labels: roc_auc_score(labels, scores)
     return float(image_auroc(s, y))
 
+# %% ../nbs/07_train.ipynb #19464d02
 def _resolve_metric(val_metric, mode):
     if callable(val_metric):
         name = getattr(val_metric, '__name__', 'metric')

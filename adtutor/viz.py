@@ -217,27 +217,6 @@ def explorer_frame(preds: dict, dataset=None, index: int = 0, image_threshold=No
     return fig
 
 # %% ../nbs/05_viz.ipynb #231ca001
-def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-        ip = get_ipython()
-        return ip is not None and 'IPKernelApp' in ip.config
-    except Exception: return False
-
-def explorer(preds: dict, dataset=None, image_threshold=None, pixel_threshold=None, static: bool | None = None, n_static: int = 4):
-    """Interactive explorer (ipywidgets: index and threshold sliders). With `static=True`, or when no widget can be shown,
-    returns a static figure of `n_static` images (worst cases first) at the thresholds (default: F1-max, oracle)."""
-    ti, tp = _thresholds(preds, image_threshold, pixel_threshold)
-    vr = map_range(preds['maps'])
-    if static is None: static = not _in_kernel()
-    if not static:
-        try: import ipywidgets
-        except ImportError: static = True
-    if static:
-        title = 'explorer (static): worst cases at the F1-max thresholds' if image_threshold is None else 'explorer (static)'
-        return _static_explorer(preds, dataset, ti, tp, vr, n_static, title)
-    return _widget_explorer(preds, dataset, ti, tp, vr)
-
 def _static_explorer(preds, dataset, ti, tp, vr, n_static, title) -> Figure:
     "Explorer frames of the `n_static` worst cases (missed defects, then false alarms), one row each."
     r = rank_cases(preds, max(1, n_static // 2))
@@ -267,3 +246,25 @@ def _widget_explorer(preds, dataset, ti, tp, vr):
     for w in (w_idx, w_pt, w_it): w.observe(draw, names='value')
     draw()
     return widgets.VBox([widgets.HBox([w_idx, w_it, w_pt]), out])
+
+# %% ../nbs/05_viz.ipynb #231ca002
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+        ip = get_ipython()
+        return ip is not None and 'IPKernelApp' in ip.config
+    except Exception: return False
+
+def explorer(preds: dict, dataset=None, image_threshold=None, pixel_threshold=None, static: bool | None = None, n_static: int = 4):
+    """Interactive explorer (ipywidgets: index and threshold sliders). With `static=True`, or when no widget can be shown,
+    returns a static figure of `n_static` images (worst cases first) at the thresholds (default: F1-max, oracle)."""
+    ti, tp = _thresholds(preds, image_threshold, pixel_threshold)
+    vr = map_range(preds['maps'])
+    if static is None: static = not _in_kernel()
+    if not static:
+        try: import ipywidgets
+        except ImportError: static = True
+    if static:
+        title = 'explorer (static): worst cases at the F1-max thresholds' if image_threshold is None else 'explorer (static)'
+        return _static_explorer(preds, dataset, ti, tp, vr, n_static, title)
+    return _widget_explorer(preds, dataset, ti, tp, vr)
