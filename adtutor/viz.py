@@ -229,23 +229,21 @@ def _static_explorer(preds, dataset, ti, tp, vr, n_static, title) -> Figure:
 
 def _widget_explorer(preds, dataset, ti, tp, vr):
     "An ipywidgets panel: image index, image threshold and pixel threshold sliders over one explorer frame."
-    import ipywidgets as widgets
-    from IPython.display import display
+    import io, ipywidgets as widgets
     s, m = np.asarray(preds['scores']), np.asarray(preds['maps'])
     lo, hi = float(m.min()), float(m.max())
     w_idx = widgets.IntSlider(0, 0, len(s) - 1, description='image')
     w_pt = widgets.FloatSlider(value=tp, min=lo, max=hi, step=(hi - lo) / 500 or 1e-6, description='pixel thr', readout_format='.3g')
     w_it = widgets.FloatSlider(value=ti, min=float(s.min()), max=float(s.max()), step=(float(s.max() - s.min()) / 500) or 1e-6,
                                description='image thr', readout_format='.3g')
-    out = widgets.Output()
+    frame = widgets.Image(format='png')   # a picture, not an Output widget: no captured outputs, works headless too
     def draw(*_):
-        with out:
-            out.clear_output(wait=True)
-            fig = explorer_frame(preds, dataset, w_idx.value, w_it.value, w_pt.value, vr)
-            display(fig); plt.close(fig)
+        fig = explorer_frame(preds, dataset, w_idx.value, w_it.value, w_pt.value, vr)
+        buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=80); plt.close(fig)
+        frame.value = buf.getvalue()
     for w in (w_idx, w_pt, w_it): w.observe(draw, names='value')
     draw()
-    return widgets.VBox([widgets.HBox([w_idx, w_it, w_pt]), out])
+    return widgets.VBox([widgets.HBox([w_idx, w_it, w_pt]), frame])
 
 # %% ../nbs/05_viz.ipynb #231ca002
 def _in_kernel() -> bool:
