@@ -8,6 +8,8 @@ import os, re, sys, hashlib, zipfile, importlib.util, argparse
 from functools import lru_cache, partial
 from pathlib import Path
 
+from fastcore.basics import patch
+
 import torch
 from torch import nn, Tensor
 
@@ -205,39 +207,45 @@ class FeatureExtractor(nn.Module):
             for p in self.model.parameters(): p.requires_grad_(False)
             if fast: self._speed_up()
 
-    def _speed_up(self):
-        "Fold batch norms and switch to channels-last, keeping the change only if outputs agree with the original."
-        import copy
-        x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-        with torch.no_grad(): ref = self(x)
-        fast = copy.deepcopy(self.model, {id(self._store): self._store})  # the copy's hooks write to our store
-        if not fold_batchnorm(fast, keep=self.layers): return
-        orig, self.model = self.model, fast
-        self.model.to(memory_format=torch.channels_last); self.channels_last = True
-        with torch.no_grad(): new = self(x)
-        if not all(torch.allclose(a, b, rtol=1e-3, atol=1e-4 * b.abs().max().item()) for a, b in zip(ref.values(), new.values())):
-            self.model, self.channels_last = orig, False
+# %% ../nbs/03_backbones.ipynb #b26f8702
+@patch
+def forward(self: FeatureExtractor, x: Tensor) -> dict[str, Tensor]:
+    self._store.clear()
+    x = (x - self.mean) / self.std
+    if self.channels_last: x = x.contiguous(memory_format=torch.channels_last)
+    try: self.model(x)
+    except _Stop: pass
+    out = {l: self._store[l].contiguous() for l in self.layers}
+    self._store.clear()
+    return out
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.frozen: self.model.eval()  # batch-norm statistics of a frozen backbone never change
-        return self
+@patch
+def train(self: FeatureExtractor, mode: bool = True):
+    nn.Module.train(self, mode)
+    if self.frozen: self.model.eval()  # batch-norm statistics of a frozen backbone never change
+    return self
 
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        self._store.clear()
-        x = (x - self.mean) / self.std
-        if self.channels_last: x = x.contiguous(memory_format=torch.channels_last)
-        try: self.model(x)
-        except _Stop: pass
-        out = {l: self._store[l].contiguous() for l in self.layers}
-        self._store.clear()
-        return out
+@patch
+@torch.no_grad()
+def shapes(self: FeatureExtractor, size: int = 224) -> dict[str, tuple[int, int, int]]:
+    "(C, h, w) of each layer for a `size`×`size` input."
+    p = next(self.parameters())
+    return {k: tuple(v.shape[1:]) for k, v in self(torch.zeros(1, 3, size, size, device=p.device)).items()}
 
-    @torch.no_grad()
-    def shapes(self, size: int = 224) -> dict[str, tuple[int, int, int]]:
-        "(C, h, w) of each layer for a `size`×`size` input."
-        p = next(self.parameters())
-        return {k: tuple(v.shape[1:]) for k, v in self(torch.zeros(1, 3, size, size, device=p.device)).items()}
+# %% ../nbs/03_backbones.ipynb #b26f8705
+@patch
+def _speed_up(self: FeatureExtractor):
+    "Fold batch norms and switch to channels-last, keeping the change only if outputs agree with the original."
+    import copy
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(): ref = self(x)
+    fast = copy.deepcopy(self.model, {id(self._store): self._store})  # the copy's hooks write to our store
+    if not fold_batchnorm(fast, keep=self.layers): return
+    orig, self.model = self.model, fast
+    self.model.to(memory_format=torch.channels_last); self.channels_last = True
+    with torch.no_grad(): new = self(x)
+    if not all(torch.allclose(a, b, rtol=1e-3, atol=1e-4 * b.abs().max().item()) for a, b in zip(ref.values(), new.values())):
+        self.model, self.channels_last = orig, False
 
 # %% ../nbs/03_backbones.ipynb #b0a1c002
 class BackboneMixin:

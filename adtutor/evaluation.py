@@ -52,6 +52,35 @@ def _clean(v):
     return v
 
 # %% ../nbs/06_evaluate.ipynb #3b3338a8
+def _identify(info: dict, preds: dict, test_data, settings: dict) -> dict:
+    "What ran on what: method, dataset, category, backbone and weights (the model's), image size, then the caller's settings."
+    H, W = preds['maps'].shape[-2:]
+    rec = {'method': info['method'], **_describe_data(test_data), 'backbone': info.get('backbone'),
+           'weights': info.get('weights'), 'weights_sha256': info.get('weights_sha256'),
+           'image_size': int(H) if H == W else f'{H}x{W}', 'seed': None}
+    for k, v in settings.items():
+        if v is None and rec.get(k) is not None: continue   # e.g. category=None: keep the one the data tells
+        if k in _MODEL_KEYS and rec.get(k) is not None and v is not None and v != rec[k]:
+            warnings.warn(f'settings[{k!r}]={v!r} differs from the model ({rec[k]!r}); the record keeps the model\'s value '
+                          f'and stores yours as settings_{k}')
+            rec[f'settings_{k}'] = v
+        else: rec[k] = v
+    if settings.get('data') is not None and 'dataset' not in settings:
+        rec['dataset'] = str(settings['data'])   # 'builtin' is read by the MVTec loader; name it as the caller did
+    rec.setdefault('category', None)
+    return rec
+
+def _costs(model, info: dict, fs: dict, mon, test_data, n_test: int, batch_size: int, latency_images: int) -> dict:
+    "Fit and inference time and memory (`mon` watched the prediction), and the model's size."
+    return dict(fit_seconds=fs.get('fit_seconds'), fit_peak_rss_mb=fs.get('fit_peak_rss_mb'),
+                infer_seconds=mon.seconds, infer_ms_per_image=1000 * mon.seconds / n_test,
+                images_per_second=n_test / mon.seconds if mon.seconds > 0 else None,
+                infer_peak_rss_mb=mon.peak_mb, infer_batch_size=batch_size,
+                latency_ms_batch1=_latency(model, test_data, min(latency_images, n_test)),
+                params=info['params'], extra_params=info['extra_params'], extra_params_mb=info['extra_params'] * 4 / 2**20,
+                learned_buffer_mb=info.get('learned_buffer_elems', 0) * 4 / 2**20, memory_bank=info.get('memory_bank'))
+
+# %% ../nbs/06_evaluate.ipynb #3b33a002
 def evaluate(model, test_data, settings: dict | None = None, batch_size: int = 16, progress: bool = True,
              fpr_limit: float = 0.3, return_predictions: bool = False, latency_images: int = 3):
     """Predict `test_data` with a fitted `model` and return one flat record of metrics, timings, sizes and settings.
@@ -66,7 +95,6 @@ def evaluate(model, test_data, settings: dict | None = None, batch_size: int = 1
     if not isinstance(settings, dict): raise TypeError('settings must be a dict of JSON-able values')
     n_test = num_images(test_data)
     if n_test == 0: raise ValueError('the test data is empty: evaluate needs normal and defective test images')
-
     with ResourceMonitor() as mon:
         preds = model.predict_dataset(test_data, batch_size=batch_size, progress=progress)
     if 'labels' not in preds:
@@ -74,33 +102,11 @@ def evaluate(model, test_data, settings: dict | None = None, batch_size: int = 1
                          'e.g. an adtutor dataset with split="test"')
     metrics = all_metrics(preds['scores'], preds['labels'], preds['maps'] if 'masks' in preds else None,
                           preds.get('masks'), fpr_limit=fpr_limit)
-    info = model.info()
-    H, W = preds['maps'].shape[-2:]
-    fs = getattr(model, 'fit_stats', {}) or {}
-    rec = {'method': info['method'], **_describe_data(test_data), 'backbone': info.get('backbone'),
-           'weights': info.get('weights'), 'weights_sha256': info.get('weights_sha256'),
-           'image_size': int(H) if H == W else f'{H}x{W}', 'seed': None}
-    for k, v in settings.items():
-        if v is None and rec.get(k) is not None: continue   # e.g. category=None: keep the one the data tells
-        if k in _MODEL_KEYS and rec.get(k) is not None and v is not None and v != rec[k]:
-            warnings.warn(f'settings[{k!r}]={v!r} differs from the model ({rec[k]!r}); the record keeps the model\'s value '
-                          f'and stores yours as settings_{k}')
-            rec[f'settings_{k}'] = v
-        else: rec[k] = v
-    if settings.get('data') is not None and 'dataset' not in settings:
-        rec['dataset'] = str(settings['data'])   # 'builtin' is read by the MVTec loader; name it as the caller did
-    rec.setdefault('category', None)
-    labels = np.asarray(preds['labels'])
+    info, fs = model.info(), getattr(model, 'fit_stats', {}) or {}
+    rec = _identify(info, preds, test_data, settings)
     rec.update({k: _clean(metrics[k]) for k in METRIC_KEYS})
-    rec.update(fpr_limit=float(fpr_limit),
-               fit_seconds=fs.get('fit_seconds'), fit_peak_rss_mb=fs.get('fit_peak_rss_mb'),
-               infer_seconds=mon.seconds, infer_ms_per_image=1000 * mon.seconds / n_test,
-               images_per_second=n_test / mon.seconds if mon.seconds > 0 else None,
-               infer_peak_rss_mb=mon.peak_mb, infer_batch_size=batch_size,
-               latency_ms_batch1=_latency(model, test_data, min(latency_images, n_test)),
-               params=info['params'], extra_params=info['extra_params'], extra_params_mb=info['extra_params'] * 4 / 2**20,
-               learned_buffer_mb=info.get('learned_buffer_elems', 0) * 4 / 2**20, memory_bank=info.get('memory_bank'),
-               n_train=fs.get('fit_images'), n_test=n_test, n_test_defective=int(labels.sum()),
+    rec.update(fpr_limit=float(fpr_limit), **_costs(model, info, fs, mon, test_data, n_test, batch_size, latency_images),
+               n_train=fs.get('fit_images'), n_test=n_test, n_test_defective=int(np.asarray(preds['labels']).sum()),
                config=json.dumps(model.config, sort_keys=True, default=str))
     if torch.cuda.is_available():
         rec['fit_cuda_peak_mb'] = fs.get('fit_cuda_peak_mb'); rec['infer_cuda_peak_mb'] = mon.cuda_peak / 2**20

@@ -8,6 +8,7 @@ import os, math, warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['METRIC_KEYS', 'UndefinedMetricWarning', 'check_scores', 'check_binary', 'image_auroc', 'image_aupr', 'f1_max',
@@ -60,6 +61,7 @@ def check_binary(x, name: str = 'labels') -> np.ndarray:
     if a.dtype.itemsize == 1: return a.view(bool)   # 0/1 bytes are valid numpy bools: no copy
     return a != 0
 
+# %% ../nbs/04_metrics.ipynb #c4e1a006
 def _image_inputs(scores, labels):
     s, y = check_scores(scores, 'scores'), check_binary(labels, 'labels')
     if s.ndim != 1 or y.ndim != 1 or len(s) != len(y):
@@ -109,6 +111,7 @@ def _count_below(parts: list[np.ndarray], x, side: str = 'left') -> np.ndarray:
     for c in parts: out += np.searchsorted(c, x, side)
     return out
 
+# %% ../nbs/04_metrics.ipynb #c4e1a003
 class _Ranked:
     """Positives sorted ascending (with optional weights), and for each the count of negatives below it / at most it.
 
@@ -206,6 +209,7 @@ def _regions(masks: np.ndarray):
     sizes = np.bincount(ids, minlength=offset)
     return 1.0 / (sizes[ids] * float(offset)), offset
 
+# %% ../nbs/04_metrics.ipynb #c4e1a012
 def _kth_largest(parts: list[np.ndarray], r: int):
     "The r-th largest element (1-based) over sorted chunks, by a binary search in each chunk."
     n_total = sum(len(c) for c in parts)
@@ -230,6 +234,7 @@ def _tail_floor(maps, masks, fpr_limit, margin=0.02):
     q = 1 - fpr_limit - margin
     return None if len(s) < 1000 or q <= 0 else s.dtype.type(np.quantile(s, q, method='lower'))
 
+# %% ../nbs/04_metrics.ipynb #c4e1a015
 class _ProRanked(_Ranked):
     """`_Ranked` for pixels, with PRO region weights: PRO curve and AUPRO.
 
@@ -267,27 +272,30 @@ class _ProRanked(_Ranked):
         y_lim = y0 + (y1 - y0) * dx / (f1 - f0)
         return float((full + 0.5 * dx * (y0 + y_lim)) / fpr_limit)
 
-    def curve(self, fpr_limit=1.0):
-        "Corner points of the PRO curve up to `fpr_limit`: (fpr, pro, thresholds), starting at (0, 0, +inf)."
-        v, f0, f1, n_le = self._cut(fpr_limit)
-        tail = np.sort(np.concatenate([c[np.searchsorted(c, v, 'left'):] for c in self.parts]))[::-1]
-        first = np.flatnonzero(np.r_[True, tail[1:] != tail[:-1]])        # runs of tied normal pixels, descending
-        vals = tail[first]; fpr = np.r_[first[1:], len(tail)] / self.N
-        fpr_prev = np.r_[0.0, fpr[:-1]]
-        i_ge, i_gt = np.searchsorted(self.pos, vals, 'left'), np.searchsorted(self.pos, vals, 'right')
-        y_ge, y_gt = np.minimum(self.wsuf[i_ge], 1.0), np.minimum(self.wsuf[i_gt], 1.0)
-        # point A (before the run; only where positives lie strictly between this run and the one above)
-        has_a = i_gt < np.r_[self.P, i_ge[:-1]]
-        thr_a = self.pos[np.minimum(i_gt, self.P - 1)] if self.P else np.full(len(vals), np.nan)
-        xs = np.stack([fpr_prev, fpr], 1); ys = np.stack([y_gt, y_ge], 1); ts = np.stack([thr_a, vals], 1)
-        keep = np.stack([has_a, np.ones_like(has_a)], 1)
-        x, y, t = xs[keep], ys[keep], ts[keep].astype(np.float64)
-        if fpr_limit < f1:   # cut the last run at exactly fpr_limit
-            x[-1] = fpr_limit; y[-1] = y_gt[-1] + (y_ge[-1] - y_gt[-1]) * (fpr_limit - f0) / (f1 - f0)
-        elif fpr_limit >= 1 and i_ge[-1] > 0:   # defect pixels scoring below every normal pixel
-            x, y, t = np.r_[x, 1.0], np.r_[y, 1.0], np.r_[t, self.pos[0]]
-        return np.r_[0.0, x], np.r_[0.0, y], np.r_[np.inf, t]
+# %% ../nbs/04_metrics.ipynb #c4e1a018
+@patch
+def curve(self: _ProRanked, fpr_limit=1.0):
+    "Corner points of the PRO curve up to `fpr_limit`: (fpr, pro, thresholds), starting at (0, 0, +inf)."
+    v, f0, f1, n_le = self._cut(fpr_limit)
+    tail = np.sort(np.concatenate([c[np.searchsorted(c, v, 'left'):] for c in self.parts]))[::-1]
+    first = np.flatnonzero(np.r_[True, tail[1:] != tail[:-1]])        # runs of tied normal pixels, descending
+    vals = tail[first]; fpr = np.r_[first[1:], len(tail)] / self.N
+    fpr_prev = np.r_[0.0, fpr[:-1]]
+    i_ge, i_gt = np.searchsorted(self.pos, vals, 'left'), np.searchsorted(self.pos, vals, 'right')
+    y_ge, y_gt = np.minimum(self.wsuf[i_ge], 1.0), np.minimum(self.wsuf[i_gt], 1.0)
+    # point A (before the run; only where positives lie strictly between this run and the one above)
+    has_a = i_gt < np.r_[self.P, i_ge[:-1]]
+    thr_a = self.pos[np.minimum(i_gt, self.P - 1)] if self.P else np.full(len(vals), np.nan)
+    xs = np.stack([fpr_prev, fpr], 1); ys = np.stack([y_gt, y_ge], 1); ts = np.stack([thr_a, vals], 1)
+    keep = np.stack([has_a, np.ones_like(has_a)], 1)
+    x, y, t = xs[keep], ys[keep], ts[keep].astype(np.float64)
+    if fpr_limit < f1:   # cut the last run at exactly fpr_limit
+        x[-1] = fpr_limit; y[-1] = y_gt[-1] + (y_ge[-1] - y_gt[-1]) * (fpr_limit - f0) / (f1 - f0)
+    elif fpr_limit >= 1 and i_ge[-1] > 0:   # defect pixels scoring below every normal pixel
+        x, y, t = np.r_[x, 1.0], np.r_[y, 1.0], np.r_[t, self.pos[0]]
+    return np.r_[0.0, x], np.r_[0.0, y], np.r_[np.inf, t]
 
+# %% ../nbs/04_metrics.ipynb #c4e1a019
 def _pro_ranked(maps, masks, what, fpr_limit=None):
     m, g = _pixel_inputs(maps, masks)
     P = int(np.count_nonzero(g))

@@ -9,6 +9,7 @@ from configparser import ConfigParser
 from pathlib import Path, PurePosixPath
 
 import yaml, nbformat
+from dataclasses import dataclass
 from .registry import site_sections
 
 # %% auto #0
@@ -174,10 +175,15 @@ def _patched_class(node) -> str | None:
     return ast.unparse(a) if a is not None else None
 
 def _method_kind(m) -> str:
-    "'property', 'classmethod', 'staticmethod' or 'method', from the decorators of `m`."
+    "'property', 'classmethod', 'staticmethod' or 'method', from the decorators of `m` (also fastcore's `@patch(cls_method=True)`)."
     names = {ast.unparse(d).split('(')[0].split('.')[-1] for d in m.decorator_list}
+    for d in m.decorator_list:  # @patch(cls_method=True) / @patch(as_prop=True)
+        if isinstance(d, ast.Call) and getattr(d.func, 'id', '') == 'patch':
+            names |= {k for kw in d.keywords for flag, k in (('cls_method', 'classmethod'), ('as_prop', 'property'))
+                      if kw.arg == flag and getattr(kw.value, 'value', False) is True}
     return next((k for k in ('property', 'classmethod', 'staticmethod') if k in names), 'method')
 
+# %% ../nbs/09_site.ipynb #aeea2003
 def module_api(path: str | os.PathLike) -> list[dict]:
     "Public API of the module at `path` from its source: [{name, kind, header, doc, methods}] in `__all__` order."
     path = Path(path); src = path.read_text(encoding='utf-8'); lines = src.splitlines()
@@ -271,7 +277,8 @@ def html_exporter():
     return ex
 
 # %% ../nbs/09_site.ipynb #3b383a6c
-_CSS = r"""
+# The site's stylesheet, in three parts: the frame (navbar, search, sidebar, table of contents), the page, small screens.
+_CSS_FRAME = r"""
 :root{--fg:#1f2328;--muted:#59636e;--line:#d1d9e0;--bg2:#f6f8fa;--acc:#0b5cad;--nav:#12355b}
 *{box-sizing:border-box}
 body{margin:0;font:16px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:var(--fg)}
@@ -289,7 +296,10 @@ nav.sidebar ul{list-style:none;margin:0;padding:0} nav.sidebar li a{display:bloc
 nav.sidebar li a.active{background:#e7f0fb;color:var(--acc);font-weight:600}
 nav.toc{position:sticky;top:3.2rem;align-self:start;padding:1rem 0;font-size:.85rem}
 nav.toc h4{margin:.2rem 0 .4rem;color:var(--muted)} nav.toc ul{list-style:none;margin:0;padding:0} nav.toc li.l3{padding-left:.8rem}
-main{padding:1rem 0 4rem;min-width:0}
+"""
+
+# %% ../nbs/09_site.ipynb #3b383a01
+_CSS_PAGE = r"""main{padding:1rem 0 4rem;min-width:0}
 main h1{font-size:2rem;margin:.6rem 0 .4rem} main h2{border-bottom:1px solid var(--line);padding-bottom:.2rem;margin-top:2rem}
 .anchor-link{visibility:hidden;margin-left:.3rem;font-size:.8em} h1:hover .anchor-link,h2:hover .anchor-link,h3:hover .anchor-link{visibility:visible}
 blockquote{margin:.6rem 0;padding:.2rem 1rem;border-left:4px solid var(--line);color:var(--muted)}
@@ -312,10 +322,13 @@ pre{overflow-x:auto;margin:0;padding:.6rem .8rem;font-size:.85rem;line-height:1.
 .api h3{margin:.3rem 0;font-size:1.05rem} .api .kind{font-size:.75rem;color:var(--muted);font-weight:400;margin-left:.4rem}
 .api pre.sig{background:var(--bg2);border-radius:4px} .api .method{margin:.6rem 0 .6rem 1rem}
 footer{border-top:1px solid var(--line);color:var(--muted);font-size:.8rem;padding:1rem;text-align:center}
-@media (max-width:1100px){.layout{grid-template-columns:14rem minmax(0,1fr)} nav.toc{display:none}}
+"""
+_CSS_SCREENS = r"""@media (max-width:1100px){.layout{grid-template-columns:14rem minmax(0,1fr)} nav.toc{display:none}}
 @media (max-width:760px){.layout{display:block} nav.sidebar{position:static;max-height:none}}
 """
+_CSS = _CSS_FRAME + _CSS_PAGE + _CSS_SCREENS
 
+# %% ../nbs/09_site.ipynb #3b383a03
 _JS = r"""(function(){
   var box=document.getElementById('search'), out=document.getElementById('search-results');
   if(!box||!out||!window.ADTUTOR_SEARCH) return;
@@ -337,6 +350,7 @@ _JS = r"""(function(){
 })();
 """
 
+# %% ../nbs/09_site.ipynb #3b383a04
 def _esc(s) -> str: return html.escape(str(s), quote=True)
 
 def _toc(body: str) -> str:
@@ -374,6 +388,7 @@ def _sidebar(sections: list, page: str, pages: dict, titles: dict) -> str:
         out.append('<ul>' + ''.join(lis) + '</ul>')
     return ''.join(out) + '</nav>'
 
+# %% ../nbs/09_site.ipynb #3b383a07
 def _page(site, sections, pages, titles, page, title, body) -> str:
     "A whole page: head, navbar, sidebar, `body`, table of contents, footer, the site's scripts."
     root = _rel('index.html', page)[:-len('index.html')]
@@ -414,6 +429,12 @@ def _module_file(module: str, settings: dict) -> Path | None:
     except (ImportError, ValueError): spec = None
     return Path(spec.origin) if spec and spec.origin else None
 
+def _read_nb(p: Path):
+    "Read notebook `p`, with an error naming the file when it is not a notebook."
+    try: return nbformat.read(p, as_version=4)
+    except Exception as e: raise ValueError(f"{p}: cannot read this notebook ({type(e).__name__}: {e}). Fix or remove the file.") from e
+
+# %% ../nbs/09_site.ipynb #b873c302
 def _executed_map(executed_dir: Path | None, notebooks: list[str]) -> dict:
     "notebook -> executed copy: from the main job's `manifest.json` (first run that ended ok), else the same relative path (also under `notebooks/`), else a unique file of the same name."
     if not executed_dir: return {}
@@ -443,11 +464,7 @@ def _executed_map(executed_dir: Path | None, notebooks: list[str]) -> dict:
             if len(by_name.get(PurePosixPath(nb).name, [])) == 1: out[nb] = by_name[PurePosixPath(nb).name][0]
     return out
 
-def _read_nb(p: Path):
-    "Read notebook `p`, with an error naming the file when it is not a notebook."
-    try: return nbformat.read(p, as_version=4)
-    except Exception as e: raise ValueError(f"{p}: cannot read this notebook ({type(e).__name__}: {e}). Fix or remove the file.") from e
-
+# %% ../nbs/09_site.ipynb #b873c304
 def _code_sources(nb) -> list[str]:
     return [c.source.strip() for c in nb.cells if c.cell_type == 'code' and 'injected-parameters' not in c.get('metadata', {}).get('tags', [])]
 
@@ -468,16 +485,30 @@ def _run_banner(src_nb, nb, executed: Path | None, info: dict) -> tuple[str, lis
     return f'<div class="banner {cls}">{msg}</div>', notes
 
 # %% ../nbs/09_site.ipynb #372709ce
-_re_ext = re.compile(r'<(script|link|img|iframe)\b[^>]*\b(?:src|href)="(?:https?:)?//[^"]*"[^>]*>(?:\s*</script>)?', flags=re.I)
+@dataclass
+class _Site:
+    "Everything the offline builder reads before writing: configuration, notebooks, pages, titles, sidebar, APIs."
+    nbs: Path; site: dict; settings: dict; notebooks: list; pages: dict; src: dict; titles: dict
+    sections: list; executed: dict; apis: dict; symbols: dict
 
-def build_offline(executed_dir=None, out='_site', nbs='nbs', config='_quarto.yml', quiet=False) -> Path:
-    "Build the site from notebooks with nbconvert only (no network): see `build_site`."
-    from nbconvert.filters.markdown import markdown2html
-    from pygments.formatters import HtmlFormatter
-    t0 = time.time()
-    nbs, out = Path(nbs), Path(out)
-    if not nbs.is_dir(): raise FileNotFoundError(f"{nbs}: no such notebook folder. Pass nbs= (or --nbs) the project's nbs/ folder.")
-    _check_out(out)
+def _api_index(src: dict, pages: dict, settings: dict) -> tuple[dict, dict]:
+    "The API of each module a notebook exports (`default_exp`), and symbol -> (page, anchor) for links."
+    mods = {}  # module -> page
+    for nb, nbk in src.items():
+        m = next((split_directives(c.source)[0].get('default_exp') for c in nbk.cells if c.cell_type == 'code'
+                  and 'default_exp' in split_directives(c.source)[0]), None)
+        if m: mods[m.split()[0]] = pages[nb]
+    apis, symbols = {}, {}
+    for m, pg in mods.items():
+        f = _module_file(m, settings)
+        if f is None: continue
+        apis[m] = module_api(f)
+        for e in apis[m]:
+            for x in [e, *e['methods']]: symbols.setdefault(x['name'], (pg, x['name'].lower()))
+    return apis, symbols
+
+def _plan_site(executed_dir, nbs: Path, config) -> _Site:
+    "Read and check the inputs of an offline build (see `_Site`)."
     cfg = read_config(config, nbs)
     notebooks = find_notebooks(nbs)
     if not notebooks: raise FileNotFoundError(f"{nbs} holds no notebooks (*.ipynb): nothing to build.")
@@ -492,66 +523,82 @@ def build_offline(executed_dir=None, out='_site', nbs='nbs', config='_quarto.yml
     titles = {nb: nb_title(src[nb])[0] or PurePosixPath(nb).stem for nb in notebooks}
     site['_titles'] = titles
     if 'index.ipynb' in pages: titles['index.ipynb'] = 'Home'
-    sections = sidebar_sections(cfg, notebooks)
-    mods = {}  # module -> page, for symbol links
-    for nb in notebooks:
-        m = next((split_directives(c.source)[0].get('default_exp') for c in src[nb].cells if c.cell_type == 'code'
-                  and 'default_exp' in split_directives(c.source)[0]), None)
-        if m: mods[m.split()[0]] = pages[nb]
-    apis, symbols = {}, {}
-    for m, pg in mods.items():
-        f = _module_file(m, settings)
-        if f is None: continue
-        apis[m] = module_api(f)
-        for e in apis[m]:
-            for x in [e, *e['methods']]: symbols.setdefault(x['name'], (pg, x['name'].lower()))
+    return _Site(nbs, site, settings, notebooks, pages, src, titles, sidebar_sections(cfg, notebooks), executed,
+                 *_api_index(src, pages, settings))
+
+# %% ../nbs/09_site.ipynb #372709d3
+_re_ext = re.compile(r'<(script|link|img|iframe)\b[^>]*\b(?:src|href)="(?:https?:)?//[^"]*"[^>]*>(?:\s*</script>)?', flags=re.I)
+
+def _render_page(s: _Site, nb: str, exporter, tmp: Path, warnings: list) -> tuple[dict, dict]:
+    "Write the page of notebook `nb` (and its figures) under `tmp`; returns (manifest entry, search index entry)."
+    from nbconvert.filters.markdown import markdown2html
+    page = s.pages[nb]; stem = PurePosixPath(page).stem
+    raw = _read_nb(s.executed[nb]) if nb in s.executed else s.src[nb]
+    pnb, info = prepare_notebook(raw)
+    banner, notes = _run_banner(s.src[nb], raw, s.executed.get(nb), info)
+    body, res = exporter.from_notebook_node(pnb, resources={'output_files_dir': f'{stem}_files', 'unique_key': stem})
+    dest = tmp / page; dest.parent.mkdir(parents=True, exist_ok=True)
+    for fn, data in (res.get('outputs') or {}).items():
+        (dest.parent / fn).parent.mkdir(parents=True, exist_ok=True); (dest.parent / fn).write_bytes(data)
+    body = re.sub(r'<img(?![^>]*\balt=)', '<img alt="output figure"', body)
+    n_ext = len(_re_ext.findall(body)); body = _re_ext.sub('', body)
+    if n_ext: warnings.append(f'{nb}: removed {n_ext} external script/link/img reference(s) (the site is offline)')
+    body = link_symbols(fix_links(body, nb, page, s.pages, warnings), page, s.symbols)
+    if info['default_exp'] in s.apis:
+        body += render_api(f"{s.settings.get('lib_name', 'adtutor')}.{info['default_exp']}", s.apis[info['default_exp']],
+                           lambda d: link_symbols(markdown2html(d), page, s.symbols))
+    if nb == 'index.ipynb': banner = '' if nb not in s.executed else banner
+    title = nb_title(s.src[nb])[0] or s.titles[nb]
+    dest.write_text(_page(s.site, s.sections, s.pages, s.titles, page, title, banner + body), encoding='utf-8')
+    text = ' '.join([title, *(c.source for c in pnb.cells if c.cell_type == 'markdown'),
+                     *(e['name'] for e in s.apis.get(info['default_exp'], []))])
+    sec = next((t for t, l in s.sections if nb in l), None)
+    entry = {'t': title, 'u': page, 's': sec or '', 'x': re.sub(r'\s+', ' ', text.lower())[:20000]}
+    return {'notebook': nb, 'title': title, 'executed': str(s.executed[nb]) if nb in s.executed else None,
+            'figures': info['figures'], 'errors': info['errors'], 'notes': notes, 'module': info['default_exp']}, entry
+
+# %% ../nbs/09_site.ipynb #372709d5
+def _generated_home(s: _Site, tmp: Path) -> dict:
+    "A home page listing the sections (when `nbs/index.ipynb` is missing); returns its manifest entry."
+    lis = ''.join(f'<h2>{_esc(t or "Pages")}</h2><ul>' + ''.join(f'<li><a href="{_esc(s.pages[n])}">{_esc(s.titles[n])}</a></li>' for n in l)
+                  + '</ul>' for t, l in s.sections)
+    body = f'<h1 id="home">{_esc(s.site["title"])}</h1><p>{_esc(s.site.get("description", ""))}</p>{lis}'
+    (tmp / 'index.html').write_text(_page(s.site, s.sections, s.pages, s.titles, 'index.html', 'Home', body), encoding='utf-8')
+    return {'notebook': None, 'title': 'Home', 'executed': None, 'figures': 0, 'errors': 0, 'notes': ['generated'], 'module': None}
+
+def _write_assets(nbs: Path, tmp: Path, index: list):
+    "Images under `nbs`, `site.css`, `site.js` and `search_index.js` into the site folder `tmp`."
+    from pygments.formatters import HtmlFormatter
+    for f in nbs.rglob('*'):  # images and other assets notebooks refer to
+        rel = f.relative_to(nbs)
+        if f.is_file() and f.suffix.lower() in ('.png', '.jpg', '.jpeg', '.gif', '.svg', '.webp') and not any(p.startswith(('_', '.')) for p in rel.parts):
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(f, tmp / rel)
+    css = _CSS + HtmlFormatter(style='default').get_style_defs('.highlight')
+    if (nbs / 'styles.css').is_file(): css += '\n/* nbs/styles.css */\n' + (nbs / 'styles.css').read_text(encoding='utf-8')
+    (tmp / 'site.css').write_text(css, encoding='utf-8')
+    (tmp / 'site.js').write_text(_JS, encoding='utf-8')
+    (tmp / 'search_index.js').write_text('window.ADTUTOR_SEARCH = ' + json.dumps(index, ensure_ascii=True) + ';\n', encoding='utf-8')
+
+# %% ../nbs/09_site.ipynb #372709d7
+def build_offline(executed_dir=None, out='_site', nbs='nbs', config='_quarto.yml', quiet=False) -> Path:
+    "Build the site from notebooks with nbconvert only (no network): see `build_site`."
+    t0 = time.time()
+    nbs, out = Path(nbs), Path(out)
+    if not nbs.is_dir(): raise FileNotFoundError(f"{nbs}: no such notebook folder. Pass nbs= (or --nbs) the project's nbs/ folder.")
+    _check_out(out)
+    s = _plan_site(executed_dir, nbs, config)
     exporter = html_exporter()
-    md = lambda s: markdown2html(s)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.build-', dir=out.parent))
     warnings, manifest, index = [], {}, []
     try:
-        for nb in notebooks:
-            page = pages[nb]; stem = PurePosixPath(page).stem
-            raw = _read_nb(executed[nb]) if nb in executed else src[nb]
-            pnb, info = prepare_notebook(raw)
-            banner, notes = _run_banner(src[nb], raw, executed.get(nb), info)
-            body, res = exporter.from_notebook_node(pnb, resources={'output_files_dir': f'{stem}_files', 'unique_key': stem})
-            dest = tmp / page; dest.parent.mkdir(parents=True, exist_ok=True)
-            for fn, data in (res.get('outputs') or {}).items():
-                (dest.parent / fn).parent.mkdir(parents=True, exist_ok=True); (dest.parent / fn).write_bytes(data)
-            body = re.sub(r'<img(?![^>]*\balt=)', '<img alt="output figure"', body)
-            n_ext = len(_re_ext.findall(body)); body = _re_ext.sub('', body)
-            if n_ext: warnings.append(f'{nb}: removed {n_ext} external script/link/img reference(s) (the site is offline)')
-            body = link_symbols(fix_links(body, nb, page, pages, warnings), page, symbols)
-            if info['default_exp'] in apis:
-                body += render_api(f"{settings.get('lib_name', 'adtutor')}.{info['default_exp']}", apis[info['default_exp']],
-                                   lambda s: link_symbols(md(s), page, symbols))
-            if nb == 'index.ipynb': banner = '' if nb not in executed else banner
-            title = nb_title(src[nb])[0] or titles[nb]
-            dest.write_text(_page(site, sections, pages, titles, page, title, banner + body), encoding='utf-8')
-            text = ' '.join([title, *(c.source for c in pnb.cells if c.cell_type == 'markdown'),
-                             *(e['name'] for e in apis.get(info['default_exp'], []))])
-            sec = next((t for t, l in sections if nb in l), None)
-            index.append({'t': title, 'u': page, 's': sec or '', 'x': re.sub(r'\s+', ' ', text.lower())[:20000]})
-            manifest[page] = {'notebook': nb, 'title': title, 'executed': str(executed[nb]) if nb in executed else None,
-                              'figures': info['figures'], 'errors': info['errors'], 'notes': notes, 'module': info['default_exp']}
-        if 'index.ipynb' not in pages:  # no home notebook yet: a generated home page listing the sections
-            lis = ''.join(f'<h2>{_esc(t or "Pages")}</h2><ul>' + ''.join(f'<li><a href="{_esc(pages[n])}">{_esc(titles[n])}</a></li>' for n in l) + '</ul>' for t, l in sections)
-            body = f'<h1 id="home">{_esc(site["title"])}</h1><p>{_esc(site.get("description", ""))}</p>{lis}'
-            (tmp / 'index.html').write_text(_page(site, sections, pages, titles, 'index.html', 'Home', body), encoding='utf-8')
-            manifest['index.html'] = {'notebook': None, 'title': 'Home', 'executed': None, 'figures': 0, 'errors': 0, 'notes': ['generated'], 'module': None}
+        for nb in s.notebooks:
+            manifest[s.pages[nb]], entry = _render_page(s, nb, exporter, tmp, warnings); index.append(entry)
+        if 'index.ipynb' not in s.pages:  # no home notebook yet: a generated home page listing the sections
+            manifest['index.html'] = _generated_home(s, tmp)
             warnings.append('nbs/index.ipynb is missing: generated a home page listing the sections')
-        for f in nbs.rglob('*'):  # images and other assets notebooks refer to
-            rel = f.relative_to(nbs)
-            if f.is_file() and f.suffix.lower() in ('.png', '.jpg', '.jpeg', '.gif', '.svg', '.webp') and not any(p.startswith(('_', '.')) for p in rel.parts):
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(f, tmp / rel)
-        css = _CSS + HtmlFormatter(style='default').get_style_defs('.highlight')
-        if (nbs / 'styles.css').is_file(): css += '\n/* nbs/styles.css */\n' + (nbs / 'styles.css').read_text(encoding='utf-8')
-        (tmp / 'site.css').write_text(css, encoding='utf-8')
-        (tmp / 'site.js').write_text(_JS, encoding='utf-8')
-        (tmp / 'search_index.js').write_text('window.ADTUTOR_SEARCH = ' + json.dumps(index, ensure_ascii=True) + ';\n', encoding='utf-8')
-        (tmp / MARKER).write_text(json.dumps({'builder': 'offline', 'title': site['title'], 'pages': manifest, 'warnings': warnings,
+        _write_assets(nbs, tmp, index)
+        (tmp / MARKER).write_text(json.dumps({'builder': 'offline', 'title': s.site['title'], 'pages': manifest, 'warnings': warnings,
             'executed_dir': str(executed_dir) if executed_dir else None, 'seconds': round(time.time() - t0, 2),
             'built': datetime.datetime.now().isoformat(timespec='seconds')}, indent=1), encoding='utf-8')
         _swap_in(tmp, out)

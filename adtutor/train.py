@@ -13,6 +13,8 @@ import torch
 from torch import nn, Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from fastcore.basics import patch
+
 from .core import atomic_path, seed_everything, get_device
 
 # %% auto #0
@@ -174,36 +176,40 @@ class History:
                        best_epoch=m.get('best_epoch'), best_value=m.get('best_value'), restored_best=bool(m.get('restored_best')))
         return out
 
-    def plot(self, ax=None, title: str | None = None):
-        "Loss per step (thin) and per epoch (dots) on a log scale, plus the validation metric on a second axis."
-        import matplotlib.pyplot as plt
-        if ax is None: _, ax = plt.subplots(figsize=(6, 3.2))
-        if self._steps:
-            s = self.steps; spe = max(1, len(s) / max(1, len(self._epochs)))
-            ax.plot(s['step'] / spe, s['loss'], lw=.6, alpha=.5, color='C0', label='loss per step')
-        if self._epochs:
-            e = self.epochs
-            ax.plot(e['epoch'], e['loss'], 'o-', ms=3, color='C0', label='mean loss per epoch')
-            lo = self.steps['loss'] if self._steps else e['loss']
-            if (lo > 0).all() and lo.max() / lo.min() > 20: ax.set_yscale('log')  # log scale only for a wide range
-            col = self.val_column
-            if col and col in e and e[col].notna().any():
-                ax2 = ax.twinx(); v = e[['epoch', col]].dropna()
-                ax2.plot(v['epoch'], v[col], 's--', ms=3, color='C3', label=col); ax2.set_ylabel(col, color='C3')
-                if self.meta.get('best_epoch'): ax2.axvline(self.meta['best_epoch'], color='C3', lw=.8, alpha=.5)
-        hs, ls = ax.get_legend_handles_labels()
-        for other in ax.figure.axes:
-            if other is not ax and other.bbox.bounds == ax.bbox.bounds:  # the validation twin axis
-                h2, l2 = other.get_legend_handles_labels(); hs, ls = hs + h2, ls + l2
-        ax.set_xlabel('epoch'); ax.set_ylabel('loss'); ax.legend(hs, ls, loc='upper right', fontsize=8)
-        if title: ax.set_title(title)
-        return ax
+# %% ../nbs/07_train.ipynb #b1a7e003
+@patch
+def plot(self: History, ax=None, title: str | None = None):
+    "Loss per step (thin) and per epoch (dots) on a log scale, plus the validation metric on a second axis."
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(6, 3.2))
+    if self._steps:
+        s = self.steps; spe = max(1, len(s) / max(1, len(self._epochs)))
+        ax.plot(s['step'] / spe, s['loss'], lw=.6, alpha=.5, color='C0', label='loss per step')
+    if self._epochs:
+        e = self.epochs
+        ax.plot(e['epoch'], e['loss'], 'o-', ms=3, color='C0', label='mean loss per epoch')
+        lo = self.steps['loss'] if self._steps else e['loss']
+        if (lo > 0).all() and lo.max() / lo.min() > 20: ax.set_yscale('log')  # log scale only for a wide range
+        col = self.val_column
+        if col and col in e and e[col].notna().any():
+            ax2 = ax.twinx(); v = e[['epoch', col]].dropna()
+            ax2.plot(v['epoch'], v[col], 's--', ms=3, color='C3', label=col); ax2.set_ylabel(col, color='C3')
+            if self.meta.get('best_epoch'): ax2.axvline(self.meta['best_epoch'], color='C3', lw=.8, alpha=.5)
+    hs, ls = ax.get_legend_handles_labels()
+    for other in ax.figure.axes:
+        if other is not ax and other.bbox.bounds == ax.bbox.bounds:  # the validation twin axis
+            h2, l2 = other.get_legend_handles_labels(); hs, ls = hs + h2, ls + l2
+    ax.set_xlabel('epoch'); ax.set_ylabel('loss'); ax.legend(hs, ls, loc='upper right', fontsize=8)
+    if title: ax.set_title(title)
+    return ax
 
-    def __repr__(self):
-        e = self._epochs
-        last = f', last loss {e[-1]["loss"]:.4g}' if e else ''
-        return f'History({len(e)} epochs, {len(self._steps)} steps{last})'
+@patch
+def __repr__(self: History):
+    e = self._epochs
+    last = f', last loss {e[-1]["loss"]:.4g}' if e else ''
+    return f'History({len(e)} epochs, {len(self._steps)} steps{last})'
 
+# %% ../nbs/07_train.ipynb #b1a7e004
 class EarlyStopping:
     "Stop after `patience` checks in a row without an improvement larger than `min_delta` (`mode` 'min' or 'max')."
     def __init__(self, patience: int = 5, mode: str = 'min', min_delta: float = 0.0):
@@ -274,6 +280,7 @@ def test_image_auroc(model, data, batch_size: int = 16) -> float:
         image_auroc = lambda scores, labels: roc_auc_score(labels, scores)
     return float(image_auroc(s, y))
 
+# %% ../nbs/07_train.ipynb #19464d02
 def _resolve_metric(val_metric, mode):
     if callable(val_metric):
         name = getattr(val_metric, '__name__', 'metric')
@@ -285,27 +292,20 @@ def _resolve_metric(val_metric, mode):
     return val_metric, None, mode or table[val_metric]
 
 # %% ../nbs/07_train.ipynb #456e3fee
-def _fingerprint(model, ds, batch_size, seed, optimizer, steps_per_epoch) -> dict:
-    return {'model': type(model).__name__, 'params': int(sum(p.numel() for p in model.parameters())),
-            'train_items': len(ds), 'batch_size': batch_size, 'seed': seed, 'optimizer': type(optimizer).__name__,
-            'steps_per_epoch': steps_per_epoch}
+def _check_val_data(val_data, name: str, val_on_test: bool):
+    "Refuse a validation set with defects (the test set) unless `val_on_test`, and image AUROC without defects."
+    labels = _labels(val_data)
+    has_defects = labels is not None and bool((labels != 0).any())
+    if has_defects and not val_on_test:
+        raise ValueError('val_data holds defective images, i.e. it looks like the test set. Validate on held-out normal images '
+                         '(train, val = split_normal(train, 0.1)), or pass val_on_test=True to select on the test set knowingly '
+                         '(the metric is then recorded as test_<metric>, an oracle figure).')
+    if name == 'image_auroc' and not has_defects:
+        raise ValueError("val_metric='image_auroc' needs defective and normal images (the test set, with val_on_test=True)")
 
-def _split_loss(out):
-    if isinstance(out, Tensor): return out, {}
-    if isinstance(out, dict) and 'loss' in out:
-        return out['loss'], {k: float(v.detach() if isinstance(v, Tensor) else v) for k, v in out.items() if k != 'loss'}
-    raise TypeError(f"loss_fn must return a scalar tensor or a dict with a 'loss' tensor, got {type(out).__name__}")
-
-def fit_loop(model: nn.Module, loss_fn: Callable[[dict], Tensor | dict], train_data, epochs: int,
-             optimizer: torch.optim.Optimizer, scheduler=None, *, batch_size: int = 16, seed: int = 0, device=None,
-             shuffle: bool = True, drop_last: bool = False, num_workers: int = 0, scheduler_step: str = 'epoch',
-             grad_clip: float | None = None, val_data=None, val_metric: str | Callable = 'loss', val_every: int = 1,
-             val_on_test: bool = False, mode: str | None = None, patience: int | None = None, min_delta: float = 0.0,
-             restore_best: bool = False, checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 1,
-             resume: bool = True, progress: bool = True, desc: str | None = None,
-             on_epoch_end: Callable | None = None) -> History:
-    "Train `model` by minimising `loss_fn(batch)` for `epochs` epochs; resumable from `checkpoint_dir`. Returns a `History`."
-    # --- check the settings ------------------------------------------------------------------------------
+def _check_settings(epochs, batch_size, optimizer, scheduler_step, val_every, checkpoint_every, val_data, val_metric,
+                    val_on_test, mode, patience, restore_best) -> tuple[str, Callable | None, str]:
+    "Refuse bad `fit_loop` settings with a message that names the fix; returns the validation metric's (name, function, mode)."
     if not isinstance(epochs, int) or epochs < 1: raise ValueError(f'epochs must be a positive integer, got {epochs!r}')
     if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f'batch_size must be a positive integer, got {batch_size!r}')
     if not isinstance(optimizer, torch.optim.Optimizer):
@@ -317,126 +317,171 @@ def fit_loop(model: nn.Module, loss_fn: Callable[[dict], Tensor | dict], train_d
     if mode not in ('min', 'max'): raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
     if val_data is None and (patience or restore_best or val_on_test):
         raise ValueError('patience, restore_best and val_on_test need val_data (e.g. train, val = split_normal(train, 0.1))')
-    if val_data is not None:
-        labels = _labels(val_data)
-        has_defects = labels is not None and bool((labels != 0).any())
-        if has_defects and not val_on_test:
-            raise ValueError('val_data holds defective images, i.e. it looks like the test set. Validate on held-out normal images '
-                             '(train, val = split_normal(train, 0.1)), or pass val_on_test=True to select on the test set knowingly '
-                             '(the metric is then recorded as test_<metric>, an oracle figure).')
-        if name == 'image_auroc' and not has_defects:
-            raise ValueError("val_metric='image_auroc' needs defective and normal images (the test set, with val_on_test=True)")
+    if val_data is not None: _check_val_data(val_data, name, val_on_test)
+    return name, metric_fn, mode
+
+# %% ../nbs/07_train.ipynb #a7c1e003
+def _fingerprint(model, ds, batch_size, seed, optimizer, steps_per_epoch) -> dict:
+    return {'model': type(model).__name__, 'params': int(sum(p.numel() for p in model.parameters())),
+            'train_items': len(ds), 'batch_size': batch_size, 'seed': seed, 'optimizer': type(optimizer).__name__,
+            'steps_per_epoch': steps_per_epoch}
+
+class _Run:
+    "The bookkeeping of one training run: history, best value (`tracker`), early stopping (`stopper`), epochs and steps done."
+    def __init__(self, history: History, mode: str = 'min', patience: int | None = None, min_delta: float = 0.0):
+        self.history, self.tracker = history, EarlyStopping(1, mode, min_delta)  # best value / epoch, whether or not we stop early
+        self.stopper = EarlyStopping(patience, mode, min_delta) if patience else None
+        self.start, self.step, self.stopped, self.best_state = 0, 0, False, None
+
+def _save_run(ckdir: Path, run: _Run, epoch: int, stop: bool, save_best: bool, fp: dict, model, optimizer, scheduler, gen):
+    "Write `last.pt` (all a resumed run needs) and, with `save_best`, this epoch's weights as `best.pt`; atomically."
+    if save_best: save_checkpoint(ckdir / 'best.pt', {'epoch': epoch, 'model': model.state_dict()})
+    save_checkpoint(ckdir / 'last.pt', {'epoch': epoch, 'step': run.step, 'stopped': bool(stop), 'fingerprint': fp,
+                                        'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
+                                        'scheduler': scheduler.state_dict() if scheduler is not None else None,
+                                        'history': run.history.state(), 'stopper': run.stopper.state_dict() if run.stopper else None,
+                                        'tracker': run.tracker.state_dict(), 'rng': rng_state(gen)})
+
+def _resume(run: _Run, path: Path, fp: dict, epochs: int, model, optimizer, scheduler, gen) -> _Run:
+    "Restore model, optimizer, scheduler, `run` and every RNG from checkpoint `path`, written by the same setup `fp`."
+    ck = load_checkpoint(path)
+    diff = {k: (ck['fingerprint'].get(k), v) for k, v in fp.items() if ck['fingerprint'].get(k) != v}
+    if diff:
+        raise ValueError(f'{path} was written by a different training setup ({", ".join(f"{k}: {a} there, {b} now" for k, (a, b) in diff.items())}). '
+                         'Use another checkpoint_dir, delete that one, or pass resume=False to start afresh.')
+    model.load_state_dict(ck['model'])
+    optimizer.load_state_dict(ck['optimizer'])
+    if scheduler is not None:
+        if ck.get('scheduler') is None: raise ValueError(f'{path} has no scheduler state but a scheduler was given; use the same setup or resume=False')
+        scheduler.load_state_dict(ck['scheduler'])
+    run.history = History.from_state(ck['history'])
+    run.history.meta['epochs'] = epochs
+    if run.stopper is not None and ck.get('stopper'): run.stopper.load_state_dict(ck['stopper'])
+    run.tracker.load_state_dict(ck['tracker'])
+    run.start, run.step, run.stopped = ck['epoch'], ck['step'], ck['stopped']
+    set_rng_state(ck['rng'], gen)
+    if run.start < epochs and not run.stopped: run.history.meta['resumed_at'].append(run.start)
+    return run
+
+# %% ../nbs/07_train.ipynb #a7c1e006
+def _split_loss(out):
+    if isinstance(out, Tensor): return out, {}
+    if isinstance(out, dict) and 'loss' in out:
+        return out['loss'], {k: float(v.detach() if isinstance(v, Tensor) else v) for k, v in out.items() if k != 'loss'}
+    raise TypeError(f"loss_fn must return a scalar tensor or a dict with a 'loss' tensor, got {type(out).__name__}")
+
+def _train_epoch(model, loss_fn, loader, optimizer, scheduler, scheduler_step: str, grad_clip, device, run: _Run, epoch: int,
+                 bar=None) -> dict:
+    "One pass over `loader` (loss → backward → clip → step → per-step scheduler), logging every step in `run`; the epoch's row."
+    model.train()
+    params = [p for g in optimizer.param_groups for p in g['params']]
+    t0, losses = time.perf_counter(), []
+    for batch in loader:
+        loss, terms = _split_loss(loss_fn(_to(batch, device)))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f'the loss is {loss.item()} at epoch {epoch}, step {run.step + 1}: lower the learning rate '
+                                     f'(now {optimizer.param_groups[0]["lr"]}) or check the data for NaNs')
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip: nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        if scheduler is not None and scheduler_step == 'step': scheduler.step()
+        run.step += 1; losses.append(float(loss.detach()))
+        run.history._steps.append({'epoch': epoch, 'step': run.step, 'loss': losses[-1], **terms, 'lr': optimizer.param_groups[0]['lr']})
+        if bar is not None: bar.update(1); bar.set_postfix(epoch=epoch, loss=f'{losses[-1]:.4g}', refresh=False)
+    return {'epoch': epoch, 'loss': float(np.mean(losses)), 'lr': optimizer.param_groups[0]['lr'], 'seconds': time.perf_counter() - t0}
+
+def _validate(model, loss_fn, val_data, name: str, metric_fn, batch_size: int, device) -> float:
+    "The validation metric `name` (or the callable `metric_fn`) on `val_data`, in eval mode; the model goes back to train mode."
+    model.eval()
+    if name == 'loss': v = mean_loss(model, val_data, loss_fn, batch_size, device)
+    elif name == 'score': v = mean_score(model, val_data, batch_size)
+    elif name == 'image_auroc': v = test_image_auroc(model, val_data, batch_size)
+    else:
+        with _as_fitted(model): v = float(metric_fn(model, val_data))  # a custom metric may call predict
+    model.train()
+    return v
+
+def _track_best(run: _Run, value: float, epoch: int, model, keep_weights: bool) -> bool:
+    "Record a validation `value`: best epoch and value (and a copy of the weights if `keep_weights`), early-stopping count."
+    improved = run.tracker.step(value)
+    if improved:
+        run.history.meta.update(best_epoch=epoch, best_value=value)
+        if keep_weights: run.best_state = copy.deepcopy(model.state_dict())
+    if run.stopper is not None: run.stopper.step(value)
+    return improved
+
+# %% ../nbs/07_train.ipynb #a7c1e009
+def _step_scheduler(scheduler, row: dict, col: str | None):
+    "The per-epoch scheduler step; `ReduceLROnPlateau` reads the validation metric (else the training loss)."
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau): scheduler.step(row.get(col, row['loss']))
+    else: scheduler.step()
+
+def _finish(model, run: _Run, restore_best: bool, ckdir: Path | None):
+    "Restore the best epoch's weights (if asked), switch to eval mode, copy the run's summary into `model.fit_stats`."
+    if restore_best and run.history.meta.get('best_epoch'):
+        best = run.best_state
+        if best is None and ckdir is not None and (ckdir / 'best.pt').exists(): best = load_checkpoint(ckdir / 'best.pt')['model']
+        if best is not None:
+            model.load_state_dict(best); run.history.meta['restored_best'] = True
+    model.eval()
+    if isinstance(getattr(model, 'fit_stats', None), dict): model.fit_stats.update(run.history.summary())
+
+def _new_history(epochs, batch_size, seed, device, optimizer, scheduler, col, val_on_test, mode) -> History:
+    return History(meta={'epochs': epochs, 'batch_size': batch_size, 'seed': seed, 'device': str(device),
+                         'optimizer': type(optimizer).__name__, 'lr': optimizer.param_groups[0]['lr'],
+                         'scheduler': type(scheduler).__name__ if scheduler is not None else None,
+                         'val_column': col, 'val_on_test': val_on_test, 'mode': mode, 'resumed_at': []})
+
+# %% ../nbs/07_train.ipynb #a7c1e010
+def fit_loop(model: nn.Module, loss_fn: Callable[[dict], Tensor | dict], train_data, epochs: int,
+             optimizer: torch.optim.Optimizer, scheduler=None, *, batch_size: int = 16, seed: int = 0, device=None,
+             shuffle: bool = True, drop_last: bool = False, num_workers: int = 0, scheduler_step: str = 'epoch',
+             grad_clip: float | None = None, val_data=None, val_metric: str | Callable = 'loss', val_every: int = 1,
+             val_on_test: bool = False, mode: str | None = None, patience: int | None = None, min_delta: float = 0.0,
+             restore_best: bool = False, checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 1,
+             resume: bool = True, progress: bool = True, desc: str | None = None,
+             on_epoch_end: Callable | None = None) -> History:
+    "Train `model` by minimising `loss_fn(batch)` for `epochs` epochs; resumable from `checkpoint_dir`. Returns a `History`."
+    name, metric_fn, mode = _check_settings(epochs, batch_size, optimizer, scheduler_step, val_every, checkpoint_every,
+                                            val_data, val_metric, val_on_test, mode, patience, restore_best)
     device = get_device(device)
     model.to(device)
-    ds = as_dataset(train_data)
-    gen = torch.Generator().manual_seed(seed)
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=num_workers, generator=gen)
-    if len(loader) == 0: raise ValueError(f'no batch to train on: {len(ds)} items with batch_size={batch_size} and drop_last=True')
+    loader = make_loader(train_data, batch_size, seed, shuffle, drop_last, num_workers); gen = loader.generator
+    if len(loader) == 0: raise ValueError(f'no batch to train on: {len(loader.dataset)} items with batch_size={batch_size} and drop_last=True')
     col = ('test_' if val_on_test else 'val_') + name if val_data is not None else None
-    fp = _fingerprint(model, ds, batch_size, seed, optimizer, len(loader))
-    history = History(meta={'epochs': epochs, 'batch_size': batch_size, 'seed': seed, 'device': str(device),
-                            'optimizer': type(optimizer).__name__, 'lr': optimizer.param_groups[0]['lr'],
-                            'scheduler': type(scheduler).__name__ if scheduler is not None else None,
-                            'val_column': col, 'val_on_test': val_on_test, 'mode': mode, 'resumed_at': []})
-    stopper = EarlyStopping(patience, mode, min_delta) if patience else None
-    tracker = EarlyStopping(1, mode, min_delta)  # best value / epoch, whether or not we stop early
-    best_state = None
+    fp = _fingerprint(model, loader.dataset, batch_size, seed, optimizer, len(loader))
+    run = _Run(_new_history(epochs, batch_size, seed, device, optimizer, scheduler, col, val_on_test, mode), mode, patience, min_delta)
     ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    last, best_path = (ckdir / 'last.pt', ckdir / 'best.pt') if ckdir else (None, None)
-    params = [p for g in optimizer.param_groups for p in g['params']]
-
-    # --- fresh start or resume -----------------------------------------------------------------------------
-    start, step, stopped = 0, 0, False
-    if last is not None and last.exists() and resume:
-        ck = load_checkpoint(last)
-        diff = {k: (ck['fingerprint'].get(k), v) for k, v in fp.items() if ck['fingerprint'].get(k) != v}
-        if diff:
-            raise ValueError(f'{last} was written by a different training setup ({", ".join(f"{k}: {a} there, {b} now" for k, (a, b) in diff.items())}). '
-                             'Use another checkpoint_dir, delete that one, or pass resume=False to start afresh.')
-        model.load_state_dict(ck['model'])
-        optimizer.load_state_dict(ck['optimizer'])
-        if scheduler is not None:
-            if ck.get('scheduler') is None: raise ValueError(f'{last} has no scheduler state but a scheduler was given; use the same setup or resume=False')
-            scheduler.load_state_dict(ck['scheduler'])
-        history = History.from_state(ck['history'])
-        history.meta['epochs'] = epochs
-        if stopper is not None and ck.get('stopper'): stopper.load_state_dict(ck['stopper'])
-        tracker.load_state_dict(ck['tracker'])
-        start, step, stopped = ck['epoch'], ck['step'], ck['stopped']
-        set_rng_state(ck['rng'], gen)
-        if start < epochs and not stopped: history.meta['resumed_at'].append(start)
-    else:
-        seed_everything(seed); gen.manual_seed(seed)
+    if ckdir is not None and resume and (ckdir / 'last.pt').exists():
+        _resume(run, ckdir / 'last.pt', fp, epochs, model, optimizer, scheduler, gen)
+    else: seed_everything(seed); gen.manual_seed(seed)
     # stopped early before, or already trained that far: nothing left to do. A larger `epochs` extends a finished run.
-    epochs_to_run = range(0) if stopped else range(start, epochs)
-
-    # --- train -----------------------------------------------------------------------------------------------
+    epochs_left = [] if run.stopped else range(run.start + 1, epochs + 1)
     from tqdm.auto import tqdm
-    bar = tqdm(total=epochs * len(loader), initial=start * len(loader), disable=not progress, leave=False,
+    bar = tqdm(total=epochs * len(loader), initial=run.start * len(loader), disable=not progress, leave=False,
                desc=desc or f'{type(model).__name__} training', unit='step')
     try:
-        for epoch in epochs_to_run:
-            e = epoch + 1
-            model.train()
-            t0, losses = time.perf_counter(), []
-            for batch in loader:
-                out = loss_fn(_to(batch, device))
-                loss, terms = _split_loss(out)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f'the loss is {loss.item()} at epoch {e}, step {step + 1}: lower the learning rate '
-                                             f'(now {optimizer.param_groups[0]["lr"]}) or check the data for NaNs')
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if grad_clip: nn.utils.clip_grad_norm_(params, grad_clip)
-                optimizer.step()
-                if scheduler is not None and scheduler_step == 'step': scheduler.step()
-                step += 1; losses.append(float(loss.detach()))
-                history._steps.append({'epoch': e, 'step': step, 'loss': losses[-1], **terms, 'lr': optimizer.param_groups[0]['lr']})
-                bar.update(1); bar.set_postfix(epoch=e, loss=f'{losses[-1]:.4g}', refresh=False)
-            row = {'epoch': e, 'loss': float(np.mean(losses)), 'lr': optimizer.param_groups[0]['lr'],
-                   'seconds': time.perf_counter() - t0}
+        for e in epochs_left:
+            row = _train_epoch(model, loss_fn, loader, optimizer, scheduler, scheduler_step, grad_clip, device, run, e, bar)
             improved = False
             if val_data is not None and (e % val_every == 0 or e == epochs):
-                t1 = time.perf_counter(); model.eval()
-                if name == 'loss': v = mean_loss(model, val_data, loss_fn, batch_size, device)
-                elif name == 'score': v = mean_score(model, val_data, batch_size)
-                elif name == 'image_auroc': v = test_image_auroc(model, val_data, batch_size)
-                else:
-                    with _as_fitted(model): v = float(metric_fn(model, val_data))  # a custom metric may call predict
-                model.train()
-                row[col] = v; row['val_seconds'] = time.perf_counter() - t1
-                improved = tracker.step(v)
-                if improved:
-                    history.meta.update(best_epoch=e, best_value=v)
-                    if restore_best and ckdir is None: best_state = copy.deepcopy(model.state_dict())
-                if stopper is not None: stopper.step(v)
-            if scheduler is not None and scheduler_step == 'epoch':
-                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau): scheduler.step(row.get(col, row['loss']))
-                else: scheduler.step()
-            history._epochs.append(row)
-            stop = stopper is not None and stopper.should_stop
-            if stop: history.meta['stopped_early'] = True
+                t1 = time.perf_counter()
+                row[col] = _validate(model, loss_fn, val_data, name, metric_fn, batch_size, device)
+                row['val_seconds'] = time.perf_counter() - t1
+                improved = _track_best(run, row[col], e, model, keep_weights=restore_best and ckdir is None)
+            if scheduler is not None and scheduler_step == 'epoch': _step_scheduler(scheduler, row, col)
+            run.history._epochs.append(row)
+            stop = run.stopper is not None and run.stopper.should_stop
+            if stop: run.history.meta['stopped_early'] = True
             bar.set_postfix(epoch=e, loss=f'{row["loss"]:.4g}', **({col: f'{row[col]:.4g}'} if col in row else {}))
             if ckdir is not None and (e % checkpoint_every == 0 or e == epochs or stop):
-                if improved and restore_best:
-                    save_checkpoint(best_path, {'epoch': e, 'model': model.state_dict()})
-                save_checkpoint(last, {'epoch': e, 'step': step, 'stopped': bool(stop), 'fingerprint': fp,
-                                       'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
-                                       'scheduler': scheduler.state_dict() if scheduler is not None else None,
-                                       'history': history.state(), 'stopper': stopper.state_dict() if stopper else None,
-                                       'tracker': tracker.state_dict(), 'rng': rng_state(gen)})
-            if on_epoch_end is not None: on_epoch_end(e, history, model)
+                _save_run(ckdir, run, e, stop, improved and restore_best, fp, model, optimizer, scheduler, gen)
+            if on_epoch_end is not None: on_epoch_end(e, run.history, model)
             if stop: break
     finally: bar.close()
-
-    # --- finish ---------------------------------------------------------------------------------------------
-    if restore_best and history.meta.get('best_epoch'):
-        if best_state is None and best_path is not None and best_path.exists(): best_state = load_checkpoint(best_path)['model']
-        if best_state is not None:
-            model.load_state_dict(best_state); history.meta['restored_best'] = True
-    model.eval()
-    if isinstance(getattr(model, 'fit_stats', None), dict): model.fit_stats.update(history.summary())
-    return history
+    _finish(model, run, restore_best, ckdir)
+    return run.history
 
 # %% ../nbs/07_train.ipynb #4d881977
 TRAINING_KEYS = ('epochs_planned', 'epochs_run', 'steps', 'batch_size', 'optimizer', 'scheduler', 'train_seconds',

@@ -52,6 +52,7 @@ def overlay(image, amap, mask=None, ax=None, vmin=None, vmax=None, alpha: float 
     if title: ax.set_title(title, fontsize=8)
     return ax
 
+# %% ../nbs/05_viz.ipynb #0d84a003
 def _label(preds, i):
     d = preds['defects'][i] if 'defects' in preds else ('defect' if preds['labels'][i] else 'good')
     return f"{d}  score {preds['scores'][i]:.3g}"
@@ -215,6 +216,36 @@ def explorer_frame(preds: dict, dataset=None, index: int = 0, image_threshold=No
     axs[2].set_title(f'map ≥ {tp:.3g}: {pred.mean() * 100:.1f}% flagged{extra}\nimage: {s:.3g} vs {ti:.3g} → {verdict}', fontsize=8)
     return fig
 
+# %% ../nbs/05_viz.ipynb #231ca001
+def _static_explorer(preds, dataset, ti, tp, vr, n_static, title) -> Figure:
+    "Explorer frames of the `n_static` worst cases (missed defects, then false alarms), one row each."
+    r = rank_cases(preds, max(1, n_static // 2))
+    idx = list(dict.fromkeys(r['missed_defects'] + r['false_alarms']))[:n_static] or [0]
+    fig, axs = plt.subplots(len(idx), 3, figsize=(9, 3.1 * len(idx)), squeeze=False)
+    for row, i in enumerate(idx): explorer_frame(preds, dataset, i, ti, tp, vr, axs=axs[row])
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+def _widget_explorer(preds, dataset, ti, tp, vr):
+    "An ipywidgets panel: image index, image threshold and pixel threshold sliders over one explorer frame."
+    import io, ipywidgets as widgets
+    s, m = np.asarray(preds['scores']), np.asarray(preds['maps'])
+    lo, hi = float(m.min()), float(m.max())
+    w_idx = widgets.IntSlider(0, 0, len(s) - 1, description='image')
+    w_pt = widgets.FloatSlider(value=tp, min=lo, max=hi, step=(hi - lo) / 500 or 1e-6, description='pixel thr', readout_format='.3g')
+    w_it = widgets.FloatSlider(value=ti, min=float(s.min()), max=float(s.max()), step=(float(s.max() - s.min()) / 500) or 1e-6,
+                               description='image thr', readout_format='.3g')
+    frame = widgets.Image(format='png')   # a picture, not an Output widget: no captured outputs, works headless too
+    def draw(*_):
+        fig = explorer_frame(preds, dataset, w_idx.value, w_it.value, w_pt.value, vr)
+        buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=80); plt.close(fig)
+        frame.value = buf.getvalue()
+    for w in (w_idx, w_pt, w_it): w.observe(draw, names='value')
+    draw()
+    return widgets.VBox([widgets.HBox([w_idx, w_it, w_pt]), frame])
+
+# %% ../nbs/05_viz.ipynb #231ca002
 def _in_kernel() -> bool:
     try:
         from IPython import get_ipython
@@ -228,30 +259,10 @@ def explorer(preds: dict, dataset=None, image_threshold=None, pixel_threshold=No
     ti, tp = _thresholds(preds, image_threshold, pixel_threshold)
     vr = map_range(preds['maps'])
     if static is None: static = not _in_kernel()
-    widgets = None
     if not static:
-        try: import ipywidgets as widgets
+        try: import ipywidgets
         except ImportError: static = True
     if static:
-        r = rank_cases(preds, max(1, n_static // 2))
-        idx = list(dict.fromkeys(r['missed_defects'] + r['false_alarms']))[:n_static] or [0]
-        fig, axs = plt.subplots(len(idx), 3, figsize=(9, 3.1 * len(idx)), squeeze=False)
-        for row, i in enumerate(idx): explorer_frame(preds, dataset, i, ti, tp, vr, axs=axs[row])
-        fig.suptitle('explorer (static): worst cases at the F1-max thresholds' if image_threshold is None else 'explorer (static)', fontsize=9)
-        fig.tight_layout()
-        return fig
-    s, m = np.asarray(preds['scores']), np.asarray(preds['maps'])
-    lo, hi = float(m.min()), float(m.max())
-    w_idx = widgets.IntSlider(0, 0, len(s) - 1, description='image')
-    w_pt = widgets.FloatSlider(value=tp, min=lo, max=hi, step=(hi - lo) / 500 or 1e-6, description='pixel thr', readout_format='.3g')
-    w_it = widgets.FloatSlider(value=ti, min=float(s.min()), max=float(s.max()), step=(float(s.max() - s.min()) / 500) or 1e-6,
-                               description='image thr', readout_format='.3g')
-    out = widgets.Output()
-    def draw(*_):
-        with out:
-            out.clear_output(wait=True)
-            fig = explorer_frame(preds, dataset, w_idx.value, w_it.value, w_pt.value, vr)
-            plt.show(fig)
-    for w in (w_idx, w_pt, w_it): w.observe(draw, names='value')
-    draw()
-    return widgets.VBox([widgets.HBox([w_idx, w_it, w_pt]), out])
+        title = 'explorer (static): worst cases at the F1-max thresholds' if image_threshold is None else 'explorer (static)'
+        return _static_explorer(preds, dataset, ti, tp, vr, n_static, title)
+    return _widget_explorer(preds, dataset, ti, tp, vr)

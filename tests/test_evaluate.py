@@ -33,7 +33,7 @@ class Tiny(Dataset):
 
 @pytest.fixture(scope='module')
 def fitted():
-    return MeanImage(blur=1.0).fit(Tiny(n_good=8, train=True, seed=1))
+    return MeanImage(blur_sigma=1.0).fit(Tiny(n_good=8, train=True, seed=1))
 
 
 def test_record_contents(fitted):
@@ -49,7 +49,7 @@ def test_record_contents(fitted):
     assert rec['status'] == 'ok' and rec['method'] == 'MeanImage'
     assert (rec['dataset'], rec['category'], rec['image_size'], rec['seed']) == ('tiny', 'squares', 32, 3)
     assert (rec['n_train'], rec['n_test'], rec['n_test_defective']) == (8, 12, 6)
-    assert json.loads(rec['config']) == {'blur': 1.0}
+    assert json.loads(rec['config']) == {'blur_sigma': 1.0}
     assert rec['fit_seconds'] == fitted.fit_stats['fit_seconds'] and rec['infer_ms_per_image'] > 0 and rec['latency_ms_batch1'] > 0
     assert rec['params'] == 0 and rec['extra_params_mb'] == 0
     # the metrics are those of the predictions, and the squares are easy to find

@@ -197,18 +197,15 @@ def test_helpers():
 
 
 def test_fit_stats_on_anomaly_model():
-    from adtutor.core import AnomalyModel, Prediction
+    from adtutor.core import AnomalyModel
 
-    class Toy(AnomalyModel):
+    class Toy(AnomalyModel):  # the kit's hooks: `fit` times `learn`, `predict` post-processes `anomaly_map`
         def __init__(self, epochs: int = 2):
             super().__init__(); torch.manual_seed(0); self.net = nn.Conv2d(3, 3, 1); self.epochs = epochs
-        def fit(self, data):
+        def learn(self, data):
             opt = torch.optim.SGD(self.net.parameters(), lr=0.1)
             self.history = fit_loop(self, lambda b: (self.net(b['image']) - b['image']).pow(2).mean(), data, self.epochs, opt, progress=False)
-            self._mark_fitted(); return self
-        def predict(self, images):
-            x = self.check_images(images); m = (self.net(x) - x).pow(2).mean(1)
-            return Prediction(m.flatten(1).amax(1), m)
+        def anomaly_map(self, x): return (self.net(x) - x).pow(2).mean(1)
 
     m = Toy().fit(_data(10))
     fs = m.fit_stats
