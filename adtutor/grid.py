@@ -16,8 +16,8 @@ __all__ = ['GRID_KEYS', 'ENTRY_KEYS', 'load_grid', 'resolve_notebooks', 'dataset
 
 # %% ../nbs/08b_grid.ipynb #b8e1c007
 GRID_KEYS = {'name', 'description', 'quick', 'timeout', 'cell_timeout', 'data', 'categories', 'seeds', 'params', 'optional_params', 'grid',
-             'notebooks', 'executor', 'workers', 'scheduler', 'threads'}
-ENTRY_KEYS = {'notebook', 'data', 'categories', 'seeds', 'params', 'optional_params', 'grid', 'timeout', 'optional', 'record'}
+             'notebooks', 'executor', 'workers', 'scheduler', 'threads', 'skip_cells'}
+ENTRY_KEYS = {'notebook', 'data', 'categories', 'seeds', 'params', 'optional_params', 'grid', 'timeout', 'optional', 'record', 'skip_cells'}
 
 def _check_keys(d: dict, allowed: set, where: str):
     for k in d:
@@ -151,5 +151,5 @@ def expand_grid(grid: str | os.PathLike | dict, quick: bool | None = None, root=
                     seen.add(rid)
                     runs.append({'id': rid, 'notebook': rel, 'path': str(path), 'parameters': params, 'record': record,
                                  'timeout': e.get('timeout', spec.get('timeout')), 'cell_timeout': spec.get('cell_timeout'),
-                                 'sweep': spec.get('name', 'sweep')})
+                                 'skip_cells': list(e.get('skip_cells', spec.get('skip_cells')) or []), 'sweep': spec.get('name', 'sweep')})
     return runs

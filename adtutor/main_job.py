@@ -76,7 +76,7 @@ def _run_lessons(res, out: Path, docs: Path, quick: bool, retry_failed: bool, pl
     todo = [p for p in all_notebooks() if str(p.resolve()) not in done]
     if not todo: return [], None
     print(f'== lessons: {len(todo)} notebooks at their defaults -> {out / "lessons"}', flush=True)
-    lg = {'name': 'lessons', 'timeout': 1800, 'notebooks': [{'notebook': str(p), 'record': False} for p in todo]}
+    lg = {'name': 'lessons', 'timeout': 1800, 'skip_cells': ['exercise'], 'notebooks': [{'notebook': str(p), 'record': False} for p in todo]}
     lres = sweep(lg, out / 'lessons', executor=plan[0], workers=plan[1], threads=plan[2], quick=bool(quick), retry_failed=retry_failed)
     recs = []
     for r in lres.records:

@@ -204,6 +204,7 @@ seeds: [0]
 timeout: 1200                  # seconds per run; a run that hangs is killed and recorded as failed
 optional_params:
   exercises: false             # the labs' exercises refit models: teaching extras, not results
+skip_cells: [exercise]         # ... so their cells (marked `#| exercise`) are not executed
 '''
 REPRO_HEADER = '''# Reproduction on real data: every method lab on MVTec AD bottle (needs ADTUTOR_DATA with mvtec_ad/bottle).
 #   flock /tmp/adtutor-heavy.lock adtutor-sweep run sweeps/bottle.yaml --out results/bottle
@@ -216,6 +217,7 @@ categories: [bottle]
 seeds: [0]
 timeout: 3600
 optional_params: {exercises: false}
+skip_cells: [exercise]
 '''
 
 def _flow(d: dict) -> str:

@@ -69,8 +69,8 @@ def run_one(run: dict, out: str | os.PathLike, retry_failed: bool = False, force
     if run.get('record', True): params['result_path'] = str(adir / 'lab_record.json')
     quick = bool(params.get('quick', False))
     name = Path(run['path']).name
-    res = run_notebook(run['path'], adir / name, params, quick=quick, timeout=run.get('timeout'),
-                       cell_timeout=run.get('cell_timeout'), threads=threads, kernel=kernel, log=adir / 'papermill.log')
+    res = run_notebook(run['path'], adir / name, params, quick=quick, timeout=run.get('timeout'), cell_timeout=run.get('cell_timeout'),
+                       threads=threads, kernel=kernel, log=adir / 'papermill.log', skip_flags=run.get('skip_cells'))
     lab = read_json(adir / 'lab_record.json')
     status, error, tb = _run_status(run, res, lab)
     p = run['parameters']

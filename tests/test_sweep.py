@@ -311,3 +311,16 @@ def test_default_records_falls_back_to_the_quick_sweep(monkeypatch, tmp_path):
     assert M.default_records() == [tmp_path / 'found.csv'] and calls == []
     monkeypatch.setattr(M, 'found_records', lambda: [])
     assert M.default_records() == [tmp_path / 'quick'] and calls == [(ROOT / 'sweeps' / 'quick.yaml', tmp_path / 'quick')]
+
+
+def test_skip_cells_reaches_the_runner(lab, tmp_path):
+    "A grid's `skip_cells: [exercise]` (the main job's) keeps `#| exercise` cells from running; without it they run."
+    import nbformat
+    nb = nbformat.read(str(lab), as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("#| exercise\nraise SystemExit('an exercise ran')"))
+    ex = tmp_path / 'lab_with_exercise.ipynb'; nbformat.write(nb, str(ex))
+    spec = {'name': 'skip', 'categories': ['a'], 'notebooks': [{'notebook': str(ex)}]}
+    runs = expand_grid({**spec, 'skip_cells': ['exercise']}, quick=True)
+    assert runs[0]['skip_cells'] == ['exercise'] and expand_grid(spec, quick=True)[0]['skip_cells'] == []
+    assert sweep({**spec, 'skip_cells': ['exercise']}, tmp_path / 'skipped', quick=True, progress=False).ok == 1
+    assert sweep(spec, tmp_path / 'ran', quick=True, progress=False).ok == 0
