@@ -298,6 +298,7 @@ def fit(self: AnomalyModel, train_data, **kw) -> AnomalyModel:
     with ResourceMonitor() as mon: self.learn(train_data, **kw)
     self.fit_stats.update(fit_seconds=mon.seconds, fit_peak_rss_mb=mon.peak_mb, fit_cuda_peak_mb=mon.cuda_peak / 2**20, fit_images=n)
     if (bb := self.backbone_info): self.fit_stats['backbone'] = bb
+    self.fit_stats = json.loads(json.dumps(self.fit_stats, default=_json_default))  # as save/load will return it (tuples -> lists)
     self._mark_fitted()
     return self
 
