@@ -92,6 +92,7 @@ def loss(self: CFA, batch: dict) -> Tensor:
     "CFA's loss of a batch of precomputed patch features (`batch['feat']` `[B, C, h, w]`)."
     return cfa_loss(sq_dists(self.adapted(batch['feat']), self.memory_bank), self.K, self.J, self.radius, self.alpha)
 
+# %% ../nbs/memory_bank/13_cfa.ipynb #c0000015
 @patch
 def learn(self: CFA, train_data):
     "Precompute frozen features, set the centroids, train the descriptor with `fit_loop` (early stopping on held-out normal images)."
