@@ -4,20 +4,20 @@
 
 # %% ../nbs/memory_bank/13_cfa.ipynb #994a9836
 from __future__ import annotations
-import math, time
+import time
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
-from .core import AnomalyModel, Prediction, iter_batches, num_images, gaussian_blur, seed_everything
-from .backbones import BACKBONES
-from .memory_bank import BackboneMixin, check_train_data, patch_features, kmeans
+from fastcore.basics import patch
+from .core import AnomalyModel, seed_everything
+from .backbones import BackboneMixin
+from .memory_bank import patch_features, pyramid_or_mid, kmeans
+from .registry import register_method
 
 # %% auto #0
-__all__ = ['CFA_LAYERS', 'METHOD', 'CoordConv1x1', 'sq_dists', 'cfa_loss', 'cfa_score', 'CFA']
+__all__ = ['METHOD', 'CoordConv1x1', 'sq_dists', 'cfa_loss', 'cfa_score', 'CFA']
 
 # %% ../nbs/memory_bank/13_cfa.ipynb #9146fcf4
-CFA_LAYERS = {'wide_resnet50_2': ('layer1', 'layer2', 'layer3'), 'resnet18': ('layer1', 'layer2', 'layer3')}
-
 class CoordConv1x1(nn.Module):
     "1×1 convolution over the input channels plus two coordinate channels (x and y in [-1, 1])."
     def __init__(self, c_in: int, c_out: int):
@@ -34,6 +34,7 @@ def sq_dists(f: Tensor, bank: Tensor) -> Tensor:
     "Squared Euclidean distances `[B, P, M]` of features `[B, P, C]` to centroids `[M, C]`, clamped at 0 (cancellation can make them slightly negative)."
     return (f.pow(2).sum(-1, keepdim=True) + bank.pow(2).sum(-1) - 2 * f @ bank.T).clamp_min(0)
 
+# %% ../nbs/memory_bank/13_cfa.ipynb #c0000003
 def cfa_loss(d2: Tensor, k: int = 3, j: int = 3, radius: float = 1e-5, alpha: float = 0.1) -> Tensor:
     "CFA's soft-boundary loss on squared distances `[B, P, M]`: attraction to the `k` nearest centroids, repulsion of the next `j`."
     d = d2.topk(min(k + j, d2.shape[-1]), largest=False).values
@@ -42,6 +43,7 @@ def cfa_loss(d2: Tensor, k: int = 3, j: int = 3, radius: float = 1e-5, alpha: fl
     rep = (r2 - d[..., k:] - alpha).clamp_min(0).mean() if d.shape[-1] > k else d.new_zeros(())
     return 1000 * (att + rep)
 
+# %% ../nbs/memory_bank/13_cfa.ipynb #c0000005
 def cfa_score(d2: Tensor, k: int = 3) -> Tensor:
     "Patch scores `[B, P]`: distance to the nearest centroid, weighted by its softmin share among the `k` nearest."
     d = d2.topk(min(k, d2.shape[-1]), largest=False).values.sqrt()
@@ -56,7 +58,7 @@ class CFA(BackboneMixin, AnomalyModel):
                  lr: float = 1e-3, weight_decay: float = 5e-4, batch_size: int = 32, blur_sigma: float = 4.0, seed: int = 0):
         super().__init__()
         if gamma_c < 1 or gamma_d < 1: raise ValueError(f'gamma_c and gamma_d must be >= 1, got {gamma_c}, {gamma_d}')
-        self._setup_backbone(backbone, layers or CFA_LAYERS.get(backbone), weights)
+        self.setup_backbone(backbone, layers or pyramid_or_mid(backbone), weights)
         c = sum(c for c, _, _ in self.extractor.shapes(64).values())
         with torch.random.fork_rng():  # seeded initial descriptor, global RNG untouched
             torch.manual_seed(seed); self.descriptor = CoordConv1x1(c, c // gamma_d)
@@ -64,6 +66,8 @@ class CFA(BackboneMixin, AnomalyModel):
         self.epochs, self.patience, self.val_fraction, self.lr, self.weight_decay = epochs, patience, val_fraction, lr, weight_decay
         self.batch_size, self.blur_sigma, self.seed = batch_size, blur_sigma, seed
         self.register_buffer('memory_bank', torch.zeros(0))     # [M, C']
+
+    def memory_bank_size(self) -> int: return len(self.memory_bank)
 
     def patch_feats(self, x: Tensor) -> Tensor:
         "Frozen locally aware patch features `[B, C, h, w]`."
@@ -73,50 +77,48 @@ class CFA(BackboneMixin, AnomalyModel):
         "Descriptor output as `[B, h*w, C']`."
         return self.descriptor(feats).flatten(2).transpose(1, 2)
 
-    @torch.no_grad()
-    def init_memory_bank(self, items: list[dict]):
-        "Centroids: the descriptor's output averaged over training images per position (k-means to hw/gamma_c when gamma_c > 1)."
-        mean = torch.stack([it['feat'] for it in items]).mean(0, keepdim=True)   # the descriptor is affine: mean commutes
-        bank = self.adapted(mean)[0]
-        if self.gamma_c > 1: bank = kmeans(bank, max(1, len(bank) // self.gamma_c), seed=self.seed)
-        self.memory_bank = bank.contiguous()
+# %% ../nbs/memory_bank/13_cfa.ipynb #c0000009
+@patch
+@torch.no_grad()
+def init_memory_bank(self: CFA, items: list[dict]):
+    "Centroids: the descriptor's output averaged over training images per position (k-means to hw/gamma_c when gamma_c > 1)."
+    mean = torch.stack([it['feat'] for it in items]).mean(0, keepdim=True)   # the descriptor is affine: mean commutes
+    bank = self.adapted(mean)[0]
+    if self.gamma_c > 1: bank = kmeans(bank, max(1, len(bank) // self.gamma_c), seed=self.seed)
+    self.memory_bank = bank.contiguous()
 
-    def loss(self, batch: dict) -> Tensor:
-        return cfa_loss(sq_dists(self.adapted(batch['feat']), self.memory_bank), self.K, self.J, self.radius, self.alpha)
+@patch
+def loss(self: CFA, batch: dict) -> Tensor:
+    "CFA's loss of a batch of precomputed patch features (`batch['feat']` `[B, C, h, w]`)."
+    return cfa_loss(sq_dists(self.adapted(batch['feat']), self.memory_bank), self.K, self.J, self.radius, self.alpha)
 
-    def fit(self, train_data):
-        from adtutor.train import precompute, split_normal, fit_loop
-        check_train_data(train_data, 'CFA')
-        t0 = time.perf_counter()
-        val = None
-        if self.patience and self.val_fraction: train_data, val = split_normal(train_data, self.val_fraction, self.seed)
-        fn = lambda x: {'feat': self.patch_feats(self.check_images(x))}
-        items = precompute(train_data, fn, self.batch_size, self.device, keep=())
-        val_items = precompute(val, fn, self.batch_size, self.device, keep=()) if val is not None else None
-        t1 = time.perf_counter()
-        self.init_memory_bank(items)
-        seed_everything(self.seed)
-        opt = torch.optim.AdamW(self.descriptor.parameters(), lr=self.lr, weight_decay=self.weight_decay, amsgrad=True)
-        hist = fit_loop(self.descriptor, lambda b: self.loss(b), items, self.epochs, opt, batch_size=self.batch_size, seed=self.seed,
-                        device=self.device, val_data=val_items, val_metric='loss', patience=self.patience if val_items else None,
-                        restore_best=val_items is not None, progress=False, desc='CFA')
-        self.history = hist
-        self.fit_stats.update(hist.summary())
-        self.fit_stats.update(features_seconds=t1 - t0, n_train=len(items), n_val=len(val_items or []), memory_bank=len(self.memory_bank))
-        self._mark_fitted(); return self
+# %% ../nbs/memory_bank/13_cfa.ipynb #c0000015
+@patch
+def learn(self: CFA, train_data):
+    "Precompute frozen features, set the centroids, train the descriptor with `fit_loop` (early stopping on held-out normal images)."
+    from adtutor.train import precompute, split_normal, fit_loop
+    t0, val = time.perf_counter(), None
+    if self.patience and self.val_fraction: train_data, val = split_normal(train_data, self.val_fraction, self.seed)
+    fn = lambda x: {'feat': self.patch_feats(self.check_images(x))}
+    items = precompute(train_data, fn, self.batch_size, self.device, keep=())
+    val_items = precompute(val, fn, self.batch_size, self.device, keep=()) if val is not None else None
+    t1 = time.perf_counter()
+    self.init_memory_bank(items)
+    seed_everything(self.seed)
+    opt = torch.optim.AdamW(self.descriptor.parameters(), lr=self.lr, weight_decay=self.weight_decay, amsgrad=True)
+    self.history = fit_loop(self.descriptor, self.loss, items, self.epochs, opt, batch_size=self.batch_size, seed=self.seed,
+                            device=self.device, val_data=val_items, val_metric='loss', patience=self.patience if val_items else None,
+                            restore_best=val_items is not None, desc='CFA')
+    self.fit_stats.update(self.history.summary())
+    self.fit_stats.update(features_seconds=t1 - t0, n_train=len(items), n_val=len(val_items or []), memory_bank=len(self.memory_bank))
 
-    def memory_bank_size(self) -> int: return len(self.memory_bank)
-
-    @torch.no_grad()
-    def predict(self, images: Tensor) -> Prediction:
-        self.check_fitted(); x = self.check_images(images); self.eval()
-        f = self.patch_feats(x); h, w = f.shape[-2:]
-        s = cfa_score(sq_dists(self.adapted(f), self.memory_bank), self.K).reshape(len(x), 1, h, w)
-        maps = gaussian_blur(F.interpolate(s, size=x.shape[-2:], mode='bilinear', align_corners=False)[:, 0], self.blur_sigma)
-        return Prediction(maps.flatten(1).amax(1), maps)
+@patch
+def anomaly_map(self: CFA, x: Tensor) -> Tensor:
+    "Patch scores `[B, h, w]`: softmin-weighted distance of each adapted patch feature to its nearest centroids."
+    f = self.patch_feats(x); h, w = f.shape[-2:]
+    return cfa_score(sq_dists(self.adapted(f), self.memory_bank), self.K).reshape(len(x), h, w)
 
 # %% ../nbs/memory_bank/13_cfa.ipynb #9471612c
-from .registry import register_method
 METHOD = register_method('cfa', title='CFA', family='memory_bank', cls='CFA',
                          paper='Lee, Lee & Song. CFA: Coupled-Hypersphere-Based Feature Adaptation for Target-Oriented Anomaly Localization. IEEE Access 10, 2022.',
                          paper_names=['CFA'], main={'categories': 'all', 'seconds': 44},

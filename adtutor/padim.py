@@ -4,19 +4,19 @@
 
 # %% ../nbs/memory_bank/11_padim.ipynb #3323439f
 from __future__ import annotations
-import math, time
+import time
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from .core import AnomalyModel, Prediction, iter_batches, num_images, gaussian_blur
-from .backbones import BACKBONES
-from .memory_bank import BackboneMixin, check_train_data, patch_features
+from fastcore.basics import patch
+from .core import AnomalyModel, iter_batches
+from .backbones import BackboneMixin
+from .memory_bank import patch_features, pyramid_or_mid
+from .registry import register_method
 
 # %% auto #0
-__all__ = ['PADIM_LAYERS', 'PADIM_D', 'METHOD', 'channel_subset', 'GaussianStats', 'cholesky_factors', 'mahalanobis', 'PaDiM']
+__all__ = ['PADIM_D', 'METHOD', 'channel_subset', 'GaussianStats', 'cholesky_factors', 'mahalanobis', 'PaDiM']
 
 # %% ../nbs/memory_bank/11_padim.ipynb #6d97f96e
-PADIM_LAYERS = {'resnet18': ('layer1', 'layer2', 'layer3'), 'wide_resnet50_2': ('layer1', 'layer2', 'layer3')}
 PADIM_D = {'resnet18': 100, 'wide_resnet50_2': 550, 'tf_efficientnet_lite0': 100}
 
 def channel_subset(total: int, d: int | None, seed: int = 0) -> Tensor:
@@ -64,7 +64,7 @@ class PaDiM(BackboneMixin, AnomalyModel):
     def __init__(self, backbone: str = 'tf_efficientnet_lite0', layers: list[str] | None = None, weights: str | None = 'imagenet',
                  n_features: int | str | None = 'auto', eps: float = 0.01, blur_sigma: float = 4.0, seed: int = 0, batch_size: int = 16):
         super().__init__()
-        self._setup_backbone(backbone, layers or PADIM_LAYERS.get(backbone), weights)
+        self.setup_backbone(backbone, layers or pyramid_or_mid(backbone), weights)
         total = sum(c for c, _, _ in self.extractor.shapes(64).values())
         if n_features == 'auto': n_features = PADIM_D.get(backbone)
         if n_features is not None and not 1 <= n_features <= total:
@@ -75,45 +75,39 @@ class PaDiM(BackboneMixin, AnomalyModel):
         self.register_buffer('chol', torch.zeros(0))
         self.register_buffer('grid', torch.zeros(2, dtype=torch.long))
 
+    def memory_bank_size(self) -> int: return int(self.mean.shape[0]) if self.mean.ndim == 2 else 0
+
     def embed(self, x: Tensor) -> Tensor:
-        "Embeddings `[B, d, h*w]` of images `[B, 3, H, W]` (layers at the first one's grid, random channel subset)."
+        "Embeddings `[B, d, h*w]` of images `[B, 3, H, W]` (layers at the first one's grid, random channel subset); sets `self._hw`."
         e = patch_features(self.features(x), self.layers, pool=0, mode='nearest')
         self._hw = e.shape[-2:]
         return e[:, self.channel_idx].flatten(2)
 
-    def fit(self, train_data):
-        check_train_data(train_data, 'PaDiM')
-        P, D = None, len(self.channel_idx)
-        stats = None
-        for b in iter_batches(train_data, self.batch_size):
-            e = self.embed(self.check_images(b['image']))
-            if stats is None:
-                P = e.shape[-1]
-                stats = GaussianStats(torch.float64 if P * D * D * 8 <= 2**30 else torch.float32)  # float32 above 1 GiB of sums
-            stats.update(e)
-        if stats is None: raise ValueError('PaDiM.fit got no training images')
-        t = time.perf_counter()
-        mu, cov = stats.finish(self.eps)
-        self.mean, self.chol = mu, cholesky_factors(cov)
-        self.grid = torch.tensor(list(self._hw))
-        self.fit_stats.update(n_images=stats.n, positions=P, n_features=D, gaussian_seconds=time.perf_counter() - t)
-        self._mark_fitted(); return self
+# %% ../nbs/memory_bank/11_padim.ipynb #p0000002
+@patch
+def learn(self: PaDiM, train_data):
+    "Per-position means and Cholesky factors of the covariances of the training embeddings."
+    D, stats = len(self.channel_idx), None
+    for b in iter_batches(train_data, self.batch_size):
+        e = self.embed(self.check_images(b['image']))
+        if stats is None: stats = GaussianStats(torch.float64 if e.shape[-1] * D * D * 8 <= 2**30 else torch.float32)  # float32 above 1 GiB of sums
+        stats.update(e)
+    if stats is None: raise ValueError('PaDiM.fit got no training images')
+    t = time.perf_counter()
+    mu, cov = stats.finish(self.eps)
+    self.mean, self.chol = mu, cholesky_factors(cov)
+    self.grid = torch.tensor(list(self._hw))
+    self.fit_stats.update(n_images=stats.n, positions=len(mu), n_features=D, gaussian_seconds=time.perf_counter() - t)
 
-    @torch.no_grad()
-    def predict(self, images: Tensor) -> Prediction:
-        self.check_fitted(); x = self.check_images(images)
-        e = self.embed(x)
-        if e.shape[-1] != self.mean.shape[0]:
-            raise ValueError(f'PaDiM was fitted on a {tuple(self.grid.tolist())} feature grid, got {tuple(self._hw)}: use the training image size')
-        d = mahalanobis(e, self.mean, self.chol).reshape(len(x), *self._hw)
-        maps = F.interpolate(d[:, None], size=x.shape[-2:], mode='bilinear', align_corners=False)[:, 0]
-        maps = gaussian_blur(maps, self.blur_sigma)
-        return Prediction(maps.flatten(1).amax(1), maps)
-
-    def memory_bank_size(self) -> int: return int(self.mean.shape[0]) if self.mean.ndim == 2 else 0
+@patch
+def anomaly_map(self: PaDiM, x: Tensor) -> Tensor:
+    "Mahalanobis distance of every position's embedding to its Gaussian: `[B, h, w]`."
+    e = self.embed(x)
+    if e.shape[-1] != self.mean.shape[0]:
+        raise ValueError(f'PaDiM was fitted on a {tuple(self.grid.tolist())} feature grid, got {tuple(self._hw)}: use the training image size')
+    return mahalanobis(e, self.mean, self.chol).reshape(len(x), *self._hw)
 
 # %% ../nbs/memory_bank/11_padim.ipynb #f19a01e9
-from .registry import register_method
 METHOD = register_method('padim', title='PaDiM', family='memory_bank', cls='PaDiM',
                          paper='Defard, Setkov, Loesch & Audigier. PaDiM: a Patch Distribution Modeling Framework for Anomaly Detection and Localization. ICPR Workshops 2021.',
                          paper_names=['PaDiM'], main={'categories': 'all', 'seconds': 22},

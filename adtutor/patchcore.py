@@ -4,13 +4,16 @@
 
 # %% ../nbs/memory_bank/12_patchcore.ipynb #2e2cb20c
 from __future__ import annotations
-import math, time
+import time
+from functools import partial
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from .core import AnomalyModel, Prediction, iter_batches, num_images, gaussian_blur
-from .memory_bank import (BackboneMixin, check_train_data, patch_features, project_channels, greedy_coreset,
-                                 NearestNeighbors, PrunedNearestNeighbors, _resolve_backend)
+from fastcore.basics import patch
+from .core import AnomalyModel, iter_batches, num_images
+from .backbones import BackboneMixin
+from .memory_bank import patch_features, project_channels, NearestNeighbors
+from .memory_bank_fast import projected_coreset, nearest_neighbors, check_search, IndexCache, COREST_SEARCHES
+from .registry import register_method
 
 # %% auto #0
 __all__ = ['METHOD', 'reweighted_scores', 'PatchCore']
@@ -29,98 +32,93 @@ class PatchCore(BackboneMixin, AnomalyModel):
     "PatchCore (Roth et al., CVPR 2022): greedy-coreset memory bank of locally aware patch features; nearest-neighbour distance as anomaly score."
     def __init__(self, backbone: str = 'tf_efficientnet_lite0', layers: list[str] | None = None, weights: str | None = 'imagenet',
                  coreset_ratio: float = 0.1, num_neighbors: int = 9, target_dim: int | str | None = 'auto',
-                 proj_dim: int | None = 128, blur_sigma: float = 4.0, seed: int = 0, batch_size: int = 16, knn_backend: str = 'auto'):
+                 proj_dim: int | None = 128, blur_sigma: float = 4.0, seed: int = 0, batch_size: int = 16,
+                 coreset: str = 'fast', search: str = 'fast'):
         super().__init__()
         if not 0 < coreset_ratio <= 1: raise ValueError(f'coreset_ratio must be in (0, 1], got {coreset_ratio}')
         if num_neighbors < 1: raise ValueError(f'num_neighbors must be >= 1, got {num_neighbors}')
-        if knn_backend != 'pruned': _resolve_backend(knn_backend)
-        self._setup_backbone(backbone, layers, weights)
-        self.coreset_ratio, self.num_neighbors, self.proj_dim = coreset_ratio, num_neighbors, proj_dim
-        self.blur_sigma, self.seed, self.batch_size, self.knn_backend = blur_sigma, seed, batch_size, knn_backend
+        if coreset not in COREST_SEARCHES: raise ValueError(f"coreset must be one of {tuple(COREST_SEARCHES)}, got {coreset!r}")
+        self.search = check_search(search)
+        self.setup_backbone(backbone, layers, weights, role='mid')
+        self.coreset_ratio, self.num_neighbors, self.proj_dim, self.coreset = coreset_ratio, num_neighbors, proj_dim, coreset
+        self.blur_sigma, self.seed, self.batch_size = blur_sigma, seed, batch_size
         if target_dim == 'auto':
             chans = sum(c for c, _, _ in self.extractor.shapes(64).values())
             target_dim = 1024 if chans > 1024 else None
         self.target_dim = target_dim
         self.register_buffer('memory_bank', torch.zeros(0))
         self.register_buffer('source', torch.zeros(0, dtype=torch.long))  # [M, 2]: training image, patch position
-        self._index = None
-
-    def embed(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        "Locally aware patch features of images `[B, 3, H, W]`: (`[B, h*w, D]`, (h, w))."
-        feats = self.features(x)
-        size = feats[self.layers[0]].shape[-2:]
-        parts = [patch_features({l: feats[l]}, size=size) for l in self.layers]
-        parts = [p.permute(0, 2, 3, 1).reshape(-1, p.shape[1]) for p in parts]
-        return project_channels(parts, self.target_dim).reshape(len(x), size[0] * size[1], -1), tuple(size)
-
-    def fit(self, train_data):
-        check_train_data(train_data, 'PatchCore')
-        try: n_img = num_images(train_data)
-        except TypeError: n_img = None
-        X, pos, t0 = None, 0, time.perf_counter()
-        for b in iter_batches(train_data, self.batch_size):
-            e, hw = self.embed(self.check_images(b['image']))
-            e = e.reshape(-1, e.shape[-1])
-            if X is None or pos + len(e) > len(X):  # preallocate; grow only if the image count was unknown
-                size = max((n_img or 0) * hw[0] * hw[1], pos + len(e), 2 * (0 if X is None else len(X)))
-                X = e.new_empty(size, e.shape[-1]) if X is None else torch.cat([X[:pos], e.new_empty(size - pos, e.shape[-1])])
-            X[pos:pos + len(e)] = e; pos += len(e)
-        if X is None: raise ValueError('PatchCore.fit got no training images')
-        X = X[:pos]
-        t1 = time.perf_counter()
-        n = max(1, int(self.coreset_ratio * len(X)))
-        idx = greedy_coreset(X, n, self.proj_dim, self.seed) if n < len(X) else torch.arange(len(X))
-        self.memory_bank = X[idx].contiguous()
-        per = hw[0] * hw[1]
-        self.source = torch.stack([idx // per, idx % per], 1)
-        del X
-        self.fit_stats.update(n_patch_features=pos, memory_bank=len(idx), feature_dim=int(self.memory_bank.shape[1]),
-                              grid=list(hw), features_seconds=t1 - t0, coreset_seconds=time.perf_counter() - t1)
-        self._index = None
-        self._mark_fitted()
-        t2 = time.perf_counter(); self._indexes(); self.fit_stats['index_seconds'] = time.perf_counter() - t2  # search structure, part of fit
-        return self
+        self._index = IndexCache(partial(nearest_neighbors, search=search))                              # built once per memory bank
+        self._support_index = IndexCache(partial(nearest_neighbors, search=search, k=num_neighbors))
 
     def memory_bank_size(self) -> int: return len(self.memory_bank)
 
-    def _indexes(self):
-        key = (self.memory_bank.data_ptr(), tuple(self.memory_bank.shape))
-        if self._index is None or self._index[0] != key:
-            be = self.knn_backend_used
-            nn_k = NearestNeighbors(self.memory_bank, 'auto' if be == 'pruned' else be)
-            self._index = (key, PrunedNearestNeighbors(self.memory_bank) if be == 'pruned' else nn_k, nn_k)
-        return self._index[1:]
-
     @property
-    def index(self) -> NearestNeighbors:
-        "Exact nearest-neighbour index over the memory bank for the patch scores (rebuilt when the bank changes)."
-        return self._indexes()[0]
+    def index(self):
+        "Exact nearest-neighbour search over the memory bank for the patch scores (built once per bank: `IndexCache`)."
+        return self._index(self.memory_bank)
 
-    @property
-    def knn_backend_used(self) -> str:
-        "'pruned' (exact, cluster-pruned; 'auto' for banks of 4 096+ features), 'faiss' or 'torch'."
-        if self.knn_backend == 'pruned' or (self.knn_backend == 'auto' and len(self.memory_bank) >= 4096): return 'pruned'
-        return _resolve_backend(self.knn_backend)
+# %% ../nbs/memory_bank/12_patchcore.ipynb #p0000003
+@patch
+def embed(self: PatchCore, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+    "Locally aware patch features of images `[B, 3, H, W]`: (`[B, h*w, D]`, (h, w))."
+    feats = self.features(x)
+    size = feats[self.layers[0]].shape[-2:]
+    parts = [patch_features({l: feats[l]}, size=size) for l in self.layers]
+    parts = [p.permute(0, 2, 3, 1).reshape(-1, p.shape[1]) for p in parts]
+    return project_channels(parts, self.target_dim).reshape(len(x), size[0] * size[1], -1), tuple(size)
 
-    @torch.no_grad()
-    def patch_scores(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        "Distance of every patch to its nearest memory-bank feature: (scores `[B, h, w]`, neighbour index `[B, h, w]`, features `[B, h*w, D]`)."
-        self.check_fitted(); x = self.check_images(images)
-        e, (h, w) = self.embed(x)
-        d, i = self.index.search(e.reshape(-1, e.shape[-1]), 1)
-        return d[:, 0].reshape(len(x), h, w), i[:, 0].reshape(len(x), h, w), e
+# %% ../nbs/memory_bank/12_patchcore.ipynb #p0000005
+@patch
+def collect_features(self: PatchCore, train_data) -> tuple[Tensor, tuple[int, int]]:
+    "Patch features of every training image, `[N·h·w, D]`, in one preallocated matrix; and the grid (h, w)."
+    try: n_img = num_images(train_data)
+    except TypeError: n_img = None
+    X, pos, hw = None, 0, None
+    for b in iter_batches(train_data, self.batch_size):
+        e, hw = self.embed(self.check_images(b['image']))
+        e = e.reshape(-1, e.shape[-1])
+        if X is None or pos + len(e) > len(X):  # preallocate; grow only if the image count was unknown
+            size = max((n_img or 0) * hw[0] * hw[1], pos + len(e), 2 * (0 if X is None else len(X)))
+            X = e.new_empty(size, e.shape[-1]) if X is None else torch.cat([X[:pos], e.new_empty(size - pos, e.shape[-1])])
+        X[pos:pos + len(e)] = e; pos += len(e)
+    if X is None: raise ValueError('PatchCore.fit got no training images')
+    return X[:pos], hw
 
-    @torch.no_grad()
-    def predict(self, images: Tensor) -> Prediction:
-        self.check_fitted(); x = self.check_images(images)
-        s, nn_i, e = self.patch_scores(x)
-        B = len(x); flat = s.reshape(B, -1); j = flat.argmax(1); ar = torch.arange(B)
-        scores = reweighted_scores(e[ar, j], flat[ar, j], nn_i.reshape(B, -1)[ar, j], self._indexes()[1], self.num_neighbors)
-        maps = F.interpolate(s[:, None], size=x.shape[-2:], mode='bilinear', align_corners=False)[:, 0]
-        return Prediction(scores, gaussian_blur(maps, self.blur_sigma))
+@patch
+def learn(self: PatchCore, train_data):
+    "Memory bank = a greedy coreset of all training patch features (`coreset_ratio` of them); the search index is built here too."
+    t0 = time.perf_counter()
+    X, hw = self.collect_features(train_data)
+    t1 = time.perf_counter()
+    n = max(1, int(self.coreset_ratio * len(X)))
+    idx = projected_coreset(X, n, self.proj_dim, self.seed, self.coreset)
+    self.memory_bank = X[idx].contiguous()
+    per = hw[0] * hw[1]
+    self.source = torch.stack([idx // per, idx % per], 1)
+    t2 = time.perf_counter(); self.index                                   # build the search structure once, as part of fit
+    self.fit_stats.update(n_patch_features=len(X), memory_bank=len(idx), feature_dim=int(self.memory_bank.shape[1]), grid=list(hw),
+                          features_seconds=t1 - t0, coreset_seconds=t2 - t1, index_seconds=time.perf_counter() - t2)
+
+# %% ../nbs/memory_bank/12_patchcore.ipynb #p0000006
+@patch
+@torch.no_grad()
+def patch_scores(self: PatchCore, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    "Distance of every patch to its nearest memory-bank feature: (scores `[B, h, w]`, neighbour index `[B, h, w]`, features `[B, h*w, D]`)."
+    self.check_fitted(); x = self.check_images(images)
+    e, (h, w) = self.embed(x)
+    d, i = self.index.search(e.reshape(-1, e.shape[-1]), 1)
+    return d[:, 0].reshape(len(x), h, w), i[:, 0].reshape(len(x), h, w), e
+
+@patch
+def anomaly_map(self: PatchCore, x: Tensor) -> tuple[Tensor, Tensor]:
+    "Patch scores `[B, h, w]` and the re-weighted image scores `[B]`."
+    s, nn_i, e = self.patch_scores(x)
+    B = len(x); flat = s.reshape(B, -1); j = flat.argmax(1); ar = torch.arange(B)
+    support = self._support_index(self.memory_bank) if self.num_neighbors > 1 else None
+    return s, reweighted_scores(e[ar, j], flat[ar, j], nn_i.reshape(B, -1)[ar, j], support, self.num_neighbors)
 
 # %% ../nbs/memory_bank/12_patchcore.ipynb #3e7ecf41
-from .registry import register_method
 METHOD = register_method('patchcore', title='PatchCore', family='memory_bank', cls='PatchCore',
                          paper='Roth, Pemula, Zepeda, Schölkopf, Brox & Gehler. Towards Total Recall in Industrial Anomaly Detection. CVPR 2022.',
                          paper_names=['PatchCore'], main={'categories': 'all', 'seconds': 26},

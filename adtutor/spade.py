@@ -4,38 +4,32 @@
 
 # %% ../nbs/memory_bank/10_spade.ipynb #437c0f64
 from __future__ import annotations
-import time
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from .core import AnomalyModel, Prediction, iter_batches, num_images, gaussian_blur
-from .backbones import BACKBONES
-from .memory_bank import BackboneMixin, check_train_data, patch_features, NearestNeighbors, _resolve_backend
+from fastcore.basics import patch
+from .core import AnomalyModel, iter_batches
+from .backbones import BackboneMixin, default_layers
+from .memory_bank import patch_features, pyramid_or_mid, NearestNeighbors
+from .registry import register_method
 
 # %% auto #0
-__all__ = ['SPADE_LAYERS', 'GLOBAL_LAYER', 'METHOD', 'global_layer', 'SPADE']
-
-# %% ../nbs/memory_bank/10_spade.ipynb #6895290e
-SPADE_LAYERS = {'wide_resnet50_2': ('layer1', 'layer2', 'layer3'), 'resnet18': ('layer1', 'layer2', 'layer3')}
-GLOBAL_LAYER = {'wide_resnet50_2': 'layer4', 'resnet18': 'layer4', 'mobilenet_v2': 'features.18'}
-
-def global_layer(backbone: str) -> str:
-    "The layer whose spatial average is SPADE's image descriptor (the backbone's last feature map)."
-    return GLOBAL_LAYER.get(backbone, 'blocks.6' if backbone.startswith('tf_efficientnet') else BACKBONES[backbone]['layers'][-1])
+__all__ = ['METHOD', 'SPADE']
 
 # %% ../nbs/memory_bank/10_spade.ipynb #88e692ce
 class SPADE(BackboneMixin, AnomalyModel):
     "SPADE (Cohen & Hoshen, 2020): image kNN on global features; pixel kNN in the feature pyramid of the K nearest normal images."
     def __init__(self, backbone: str = 'tf_efficientnet_lite0', layers: list[str] | None = None, weights: str | None = 'imagenet',
-                 k: int = 50, blur_sigma: float = 4.0, batch_size: int = 16, knn_backend: str = 'auto'):
+                 k: int = 50, global_layer: str | None = None, blur_sigma: float = 4.0, batch_size: int = 16):
         super().__init__()
         if k < 1: raise ValueError(f'k must be >= 1, got {k}')
-        _resolve_backend(knn_backend)
-        self.global_layer = global_layer(backbone)
-        self._setup_backbone(backbone, layers or SPADE_LAYERS.get(backbone), weights, extra_layers=(self.global_layer,))
-        self.k, self.blur_sigma, self.batch_size, self.knn_backend = k, blur_sigma, batch_size, knn_backend
+        self.global_layer = global_layer or default_layers(backbone, 'last')
+        self.setup_backbone(backbone, layers or pyramid_or_mid(backbone), weights, extra_layers=(self.global_layer,))
+        self.k, self.blur_sigma, self.batch_size = k, blur_sigma, batch_size
         self.register_buffer('global_feats', torch.zeros(0))   # [N, G]
         self.register_buffer('pixel_feats', torch.zeros(0))    # [N, h, w, D]
+
+    def memory_bank_size(self) -> int:
+        return int(self.pixel_feats.shape[0] * self.pixel_feats.shape[1] * self.pixel_feats.shape[2]) if self.pixel_feats.ndim == 4 else 0
 
     def describe(self, x: Tensor) -> tuple[Tensor, Tensor]:
         "Global descriptors `[B, G]` and pixel features `[B, h, w, D]` of images `[B, 3, H, W]`."
@@ -43,34 +37,29 @@ class SPADE(BackboneMixin, AnomalyModel):
         pix = patch_features({l: f[l] for l in self.layers}, self.layers, pool=0)
         return f[self.global_layer].mean((2, 3)), pix.permute(0, 2, 3, 1).contiguous()
 
-    def fit(self, train_data):
-        check_train_data(train_data, 'SPADE')
-        gs, ps = [], []
-        for b in iter_batches(train_data, self.batch_size):
-            g, p = self.describe(self.check_images(b['image'])); gs.append(g); ps.append(p)
-        if not gs: raise ValueError('SPADE.fit got no training images')
-        self.global_feats, self.pixel_feats = torch.cat(gs), torch.cat(ps)
-        self.fit_stats.update(n_images=len(self.global_feats), pixel_bank_mb=self.pixel_feats.numel() * 4 / 2**20)
-        self._mark_fitted(); return self
+# %% ../nbs/memory_bank/10_spade.ipynb #s0000002
+@patch
+def learn(self: SPADE, train_data):
+    "Keep the global descriptor and the pixel features of every training image."
+    gs, ps = [], []
+    for b in iter_batches(train_data, self.batch_size):
+        g, p = self.describe(self.check_images(b['image'])); gs.append(g); ps.append(p)
+    if not gs: raise ValueError('SPADE.fit got no training images')
+    self.global_feats, self.pixel_feats = torch.cat(gs), torch.cat(ps)
+    self.fit_stats.update(n_images=len(self.global_feats), pixel_bank_mb=self.pixel_feats.numel() * 4 / 2**20)
 
-    def memory_bank_size(self) -> int: return int(self.pixel_feats.shape[0] * self.pixel_feats.shape[1] * self.pixel_feats.shape[2]) if self.pixel_feats.ndim == 4 else 0
-
-    @torch.no_grad()
-    def predict(self, images: Tensor) -> Prediction:
-        self.check_fitted(); x = self.check_images(images)
-        g, p = self.describe(x)
-        kk = min(self.k, len(self.global_feats))
-        dist, near = NearestNeighbors(self.global_feats, self.knn_backend).search(g, kk)
-        B, h, w, D = p.shape
-        if (h, w) != tuple(self.pixel_feats.shape[1:3]):
-            raise ValueError(f'SPADE was fitted on a {tuple(self.pixel_feats.shape[1:3])} feature grid, got {(h, w)}: use the training image size')
-        pix = torch.stack([NearestNeighbors(self.pixel_feats[near[i]].reshape(-1, D), 'torch').search(p[i].reshape(-1, D), 1)[0][:, 0]
-                           for i in range(B)]).reshape(B, 1, h, w)
-        maps = gaussian_blur(F.interpolate(pix, size=x.shape[-2:], mode='bilinear', align_corners=False)[:, 0], self.blur_sigma)
-        return Prediction(dist.mean(1), maps)
+@patch
+def anomaly_map(self: SPADE, x: Tensor) -> tuple[Tensor, Tensor]:
+    "Pixel maps `[B, h, w]` (nearest pixel among the K nearest images) and image scores `[B]` (mean distance to them)."
+    g, p = self.describe(x)
+    dist, near = NearestNeighbors(self.global_feats).search(g, min(self.k, len(self.global_feats)))
+    B, h, w, D = p.shape
+    if (h, w) != tuple(self.pixel_feats.shape[1:3]):
+        raise ValueError(f'SPADE was fitted on a {tuple(self.pixel_feats.shape[1:3])} feature grid, got {(h, w)}: use the training image size')
+    pix = [NearestNeighbors(self.pixel_feats[near[i]].reshape(-1, D)).search(p[i].reshape(-1, D), 1)[0][:, 0] for i in range(B)]
+    return torch.stack(pix).reshape(B, h, w), dist.mean(1)
 
 # %% ../nbs/memory_bank/10_spade.ipynb #48287676
-from .registry import register_method
 METHOD = register_method('spade', title='SPADE', family='memory_bank', cls='SPADE',
                          paper='Cohen & Hoshen. Sub-Image Anomaly Detection with Deep Pyramid Correspondences. arXiv:2005.02357, 2020.',
                          paper_names=['SPADE'], main={'categories': 'all', 'seconds': 25},

@@ -57,14 +57,14 @@ def coreset_only(n: int, picks: int):
     "Memory of PatchCore's bank construction alone (preallocated features, projection, greedy coreset) for n images x 784 patches."
     import torch, time
     from adtutor.core import ResourceMonitor, rss_bytes, atomic_write_json
-    from adtutor.memory_bank import greedy_coreset
+    from adtutor.memory_bank_fast import projected_coreset
     N = n * 784
     base = rss_bytes() / 2**20
     with ResourceMonitor() as m:
         X = torch.empty(N, 152)
         g = torch.Generator().manual_seed(0)
         for i in range(0, N, 65536): X[i:i + 65536] = torch.randn(min(65536, N - i), 152, generator=g)
-        t = time.perf_counter(); idx = greedy_coreset(X, picks); tc = time.perf_counter() - t
+        t = time.perf_counter(); idx = projected_coreset(X, picks); tc = time.perf_counter() - t
         bank = X[idx].contiguous()
     r = {'what': f'PatchCore memory-bank construction for {n} images x 784 patches (random 152-d features, no backbone)',
          'n_features': N, 'features_mb': N * 152 * 4 / 2**20, 'projection_mb': N * 128 * 4 / 2**20, 'baseline_rss_mb': round(base),

@@ -161,7 +161,7 @@ def _adtutor(method, padim_d, seed):
         from adtutor.patchcore import PatchCore
         build = lambda: PatchCore(coreset_ratio=0.1, num_neighbors=9, seed=seed)
         def info(m): return {'memory_bank': int(m.memory_bank.shape[0]), 'feature_dim': int(m.memory_bank.shape[1]),
-                             'coreset_s': m.fit_stats.get('coreset_seconds'), 'knn_backend': m.knn_backend_used}
+                             'coreset_s': m.fit_stats.get('coreset_seconds'), 'search': m.search, 'index': type(m.index).__name__}
     else:
         from adtutor.padim import PaDiM
         build = lambda: PaDiM(n_features=padim_d, seed=seed)

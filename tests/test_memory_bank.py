@@ -1,5 +1,5 @@
-"""Memory-bank family (adtutor.memory_bank, spade, padim, patchcore, cfa): exact kNN (torch == brute force == faiss),
-k-center greedy == the textbook loop, PaDiM's Cholesky path does not hang with 2 threads on >150-d covariances,
+"""Memory-bank family (adtutor.memory_bank, memory_bank_fast, spade, padim, patchcore, cfa): exact kNN (blocked == brute
+force == faiss == cluster-pruned), fast k-center greedy == the textbook loop, textbook and fast PatchCore agree, PaDiM's Cholesky path does not hang with 2 threads on >150-d covariances,
 the contract (shapes, save/load bit-identical, clear errors), and PatchCore's bar on real MVTec AD bottle
 (only when ADTUTOR_DATA provides it)."""
 import os, subprocess, sys, textwrap
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from adtutor.memory_bank import (knn, NearestNeighbors, PrunedNearestNeighbors, has_faiss, kcenter_greedy, kcenter_greedy_reference, greedy_coreset,
-                                 random_projection, patch_features, project_channels)
+from adtutor.memory_bank import knn, NearestNeighbors, kcenter_greedy, greedy_coreset, patch_features, project_channels, pyramid_or_mid
+from adtutor.memory_bank_fast import (PrunedNearestNeighbors, FaissNearestNeighbors, has_faiss, kcenter_greedy_fast, projected_coreset,
+                                      random_projection, nearest_neighbors, IndexCache)
 from adtutor.backbones import find_weights
 
 needs_faiss = pytest.mark.skipif(not has_faiss(), reason='faiss not installed (pip install faiss-cpu)')
@@ -29,7 +30,7 @@ def test_knn_torch_is_exact(k, chunk_mb):
     g = torch.Generator().manual_seed(k)
     bank, q = torch.randn(2500, 32, generator=g), torch.randn(700, 32, generator=g)
     ref_d, ref_i = torch.cdist(q.double(), bank.double()).topk(k, 1, largest=False)
-    d, i = knn(q, bank, k, backend='torch', chunk_mb=chunk_mb)
+    d, i = knn(q, bank, k, chunk_mb=chunk_mb)
     assert d.shape == (700, k) and i.dtype == torch.long
     assert torch.equal(i, ref_i)
     assert torch.allclose(d.double(), ref_d, atol=1e-5)
@@ -41,8 +42,8 @@ def test_knn_torch_is_exact(k, chunk_mb):
 def test_knn_faiss_equals_torch(k):
     g = torch.Generator().manual_seed(0)
     bank, q = torch.randn(5000, 152, generator=g) * 3, torch.randn(1568, 152, generator=g) * 3
-    d1, i1 = knn(q, bank, k, backend='torch')
-    d2, i2 = knn(q, bank, k, backend='faiss')
+    d1, i1 = knn(q, bank, k)
+    d2, i2 = FaissNearestNeighbors(bank).search(q, k)
     assert torch.equal(i1, i2)
     assert torch.equal(d1, d2)  # distances are recomputed exactly from the same neighbours: bit-identical
 
@@ -59,42 +60,65 @@ def test_pruned_search_is_exact(spread):
     assert torch.equal(i[:, 0], ref_i) and torch.allclose(d[:, 0].double(), ref_d, atol=1e-4)
     assert 0 < pn.visited <= 1
     d9, i9 = pn.search(q[:10], 9)   # k > 1 falls back to the plain exact search
-    assert torch.equal(i9, knn(q[:10], bank, 9, backend='torch')[1])
+    assert torch.equal(i9, knn(q[:10], bank, 9)[1])
 
 
 def test_knn_ties_and_errors():
     bank = torch.zeros(10, 4); q = torch.ones(3, 4)
-    d, _ = knn(q, bank, 3, backend='torch')
+    d, _ = knn(q, bank, 3)
     assert torch.allclose(d, torch.full((3, 3), 2.0))
     raises(ValueError, lambda: knn(torch.zeros(2, 5), bank), '[Q, 4]')
-    raises(ValueError, lambda: NearestNeighbors(bank, backend='annoy'), "'auto', 'faiss' or 'torch'")
-    d, i = knn(q, bank, 50, backend='torch')   # k larger than the bank: all of it
+    raises(ValueError, lambda: nearest_neighbors(bank, 'annoy'), 'search must be one of')
+    d, i = knn(q, bank, 50)   # k larger than the bank: all of it
     assert d.shape == (3, 10)
 
 
 # --- coreset -----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('T,R', [(4096, 512), (8, 4), (1, 1), (100, 10_000)])
-def test_kcenter_greedy_equals_reference(T, R):
+def test_kcenter_greedy_fast_equals_textbook(T, R):
     x = torch.randn(1500, 12, generator=torch.Generator().manual_seed(T), dtype=torch.float64)
-    ref = kcenter_greedy_reference(x, 200, start=3)
-    assert torch.equal(kcenter_greedy(x, 200, start=3, candidates=T, max_pending=R), ref)
+    ref = kcenter_greedy(x, 200, start=3)
+    assert torch.equal(kcenter_greedy_fast(x, 200, start=3, candidates=T, max_pending=R), ref)
 
 
 def test_greedy_coreset_properties():
     x = torch.randn(3000, 152, generator=torch.Generator().manual_seed(1))
-    idx = greedy_coreset(x, 300, proj_dim=128, seed=0)
+    idx = projected_coreset(x, 300, proj_dim=128, seed=0)
     assert len(idx) == 300 and len(idx.unique()) == 300
-    assert torch.equal(idx, greedy_coreset(x, 300, proj_dim=128, seed=0))           # deterministic
-    assert torch.equal(greedy_coreset(x, 5000), torch.arange(3000))                  # n >= N: everything
+    assert torch.equal(idx, projected_coreset(x, 300, proj_dim=128, seed=0))        # deterministic
+    assert torch.equal(idx, projected_coreset(x, 300, proj_dim=128, seed=0, coreset='textbook'))
+    assert torch.equal(projected_coreset(x, 5000), torch.arange(3000))               # n >= N: everything
+    assert torch.equal(greedy_coreset(x, 50)[:20], greedy_coreset(x, 20))            # greedy picks are prefixes
     assert torch.equal(random_projection(x, None), x) and random_projection(x, 128).shape == (3000, 128)
     # on clustered data with rare clusters, greedy covers the set better than a random subset of the same size
     g = torch.Generator().manual_seed(2)
     w = 0.7 ** torch.arange(30.)
     x = (torch.randn(30, 152, generator=g) * 4)[torch.multinomial(w, 3000, True, generator=g)] + torch.randn(3000, 152, generator=g)
-    idx = greedy_coreset(x, 300, proj_dim=128, seed=0)
+    idx = projected_coreset(x, 300, proj_dim=128, seed=0)
     cover = lambda s: torch.cdist(x, x[s]).min(1).values.max()
     assert cover(idx) < cover(torch.randperm(3000, generator=torch.Generator().manual_seed(0))[:300])
     raises(ValueError, lambda: kcenter_greedy(x, 0), 'cannot pick 0')
+    raises(ValueError, lambda: kcenter_greedy_fast(x, 0), 'cannot pick 0')
+    raises(ValueError, lambda: projected_coreset(x, 10, coreset='random'), 'coreset must be one of')
+
+
+def test_index_cache_rebuilds_on_change():
+    built = []
+    cache = IndexCache(lambda t: built.append(1) or NearestNeighbors(t))
+    b = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
+    ix = cache(b)
+    assert cache(b) is ix and len(built) == 1
+    b.add_(1)                                   # in place: the index must see the new values
+    assert cache(b) is not ix and torch.equal(cache(b).search(b[:5])[1][:, 0], torch.arange(5)) and len(built) == 2
+    assert cache(b.clone()) is not None and len(built) == 3
+
+
+def test_search_choice():
+    bank = torch.randn(5000, 8, generator=torch.Generator().manual_seed(0))
+    assert type(nearest_neighbors(bank, 'exact')) is NearestNeighbors
+    assert type(nearest_neighbors(bank, 'fast')) is PrunedNearestNeighbors and type(nearest_neighbors(bank, 'pruned', k=1)) is PrunedNearestNeighbors
+    assert type(nearest_neighbors(bank[:100], 'fast')) is (FaissNearestNeighbors if has_faiss() else NearestNeighbors)
+    assert not isinstance(nearest_neighbors(bank, 'fast', k=9), PrunedNearestNeighbors)
 
 
 def test_patch_features_and_projection():
@@ -182,14 +206,16 @@ def test_model_contract(name, tiny, tmp_path):
 
 
 @needs_lite0
-@pytest.mark.parametrize('other', ['faiss', 'pruned'])
-def test_patchcore_backends_agree(tiny, other):
+@pytest.mark.parametrize('other', ['faiss', 'pruned', 'fast'])
+def test_patchcore_searches_agree(tiny, other):
     if other == 'faiss' and not has_faiss(): pytest.skip('faiss not installed')
     from adtutor.patchcore import PatchCore
     train, test = tiny
-    a = PatchCore(knn_backend='torch', coreset_ratio=0.5).fit(train)
-    b = PatchCore(knn_backend=other, coreset_ratio=0.5).fit(train)
-    assert b.knn_backend_used == other and torch.equal(a.memory_bank, b.memory_bank)
+    a = PatchCore(search='exact', coreset='textbook', coreset_ratio=0.5).fit(train)
+    b = PatchCore(search=other, coreset_ratio=0.5).fit(train)
+    assert type(a.index) is NearestNeighbors
+    if other != 'fast': assert type(b.index) is {'faiss': FaissNearestNeighbors, 'pruned': PrunedNearestNeighbors}[other]
+    assert torch.equal(a.memory_bank, b.memory_bank)                        # textbook and fast coreset: the same picks here
     pa, pb = a.predict(test), b.predict(test)
     assert torch.equal(pa.maps, pb.maps) and torch.allclose(pa.scores, pb.scores, rtol=1e-6)
 
@@ -201,7 +227,8 @@ def test_bad_settings_are_clear():
     from adtutor.spade import SPADE
     raises(TypeError, lambda: PatchCore(coreset_ration=0.1), "did you mean 'coreset_ratio'")
     raises(ValueError, lambda: PatchCore(coreset_ratio=0), 'coreset_ratio')
-    raises(ValueError, lambda: PatchCore(knn_backend='gpu'), 'backend')
+    raises(ValueError, lambda: PatchCore(search='gpu'), 'search must be one of')
+    raises(ValueError, lambda: PatchCore(coreset='random'), 'coreset must be one of')
     raises(ValueError, lambda: PaDiM(n_features=1000), 'n_features must be between 1 and 152')
     raises(ValueError, lambda: PatchCore(backbone='resnet999'), 'unknown backbone')
     raises(ValueError, lambda: PatchCore(layers=['blocks.9']), 'no layer')
@@ -225,6 +252,17 @@ def test_wide_resnet_paper_layers():
     assert pc.layers == ('layer2', 'layer3') and pc.target_dim == 1024
     pd = PaDiM(backbone='wide_resnet50_2', weights=None)
     assert pd.layers == ('layer1', 'layer2', 'layer3') and len(pd.channel_idx) == 550
+    from adtutor.spade import SPADE
+    from adtutor.cfa import CFA
+    sp = SPADE(backbone='wide_resnet50_2', weights=None)
+    assert sp.layers == ('layer1', 'layer2', 'layer3') and sp.global_layer == 'layer4'
+    assert CFA(backbone='wide_resnet50_2', weights=None).layers == ('layer1', 'layer2', 'layer3')
+
+
+def test_layer_choice_keeps_lite0_mid():
+    "SPADE, PaDiM and CFA keep blocks.2 + blocks.4 on Lite0 (how their labs were measured), the pyramid on ResNets."
+    assert pyramid_or_mid('tf_efficientnet_lite0') == ('blocks.2', 'blocks.4')
+    assert pyramid_or_mid('resnet18') == ('layer1', 'layer2', 'layer3')
 
 
 # --- real data: PatchCore's bar on MVTec AD bottle --------------------------------------------------------------------------
