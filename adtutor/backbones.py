@@ -248,8 +248,9 @@ class BackboneMixin:
         self.extractor = FeatureExtractor(backbone, tuple(dict.fromkeys([*self.layers, *extra_layers])), weights=weights)
 
     def features(self, x: Tensor) -> dict[str, Tensor]:
-        "Backbone features `{layer: [B, C, h, w]}` of images `[B, 3, H, W]` in [0, 1] (normalised by the extractor)."
-        with torch.no_grad(): return self.extractor(x)
+        "Backbone features `{layer: [B, C, h, w]}` of images `[B, 3, H, W]` in [0, 1], through the feature cache (same numbers)."
+        from adtutor.feature_cache import cached_features
+        with torch.no_grad(): return cached_features(self.extractor, x)
 
 # %% ../nbs/03_backbones.ipynb #b0a1c003
 @torch.no_grad()

@@ -15,10 +15,11 @@ from torch import nn, Tensor
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['COMBINE_MODES', 'MODEL_FORMAT', 'fix_malloc', 'seed_everything', 'get_device', 'is_quick', 'repo_root', 'cache_dir',
-           'data_dir', 'atomic_path', 'atomic_write_text', 'atomic_write_json', 'rss_bytes', 'ResourceMonitor',
-           'iter_batches', 'num_images', 'Prediction', 'gaussian_blur', 'upsample', 'combine_maps', 'check_train_data',
-           'AnomalyModel', 'MeanImage', 'env_info', 'git_commit']
+__all__ = ['COMBINE_MODES', 'SMALL_BATCH', 'MODEL_FORMAT', 'fix_malloc', 'seed_everything', 'get_device', 'is_quick', 'repo_root',
+           'cache_dir', 'data_dir', 'nbs_dir', 'all_notebooks', 'cell_source', 'atomic_path', 'atomic_write_text',
+           'atomic_write_json', 'rss_bytes', 'ResourceMonitor', 'iter_batches', 'num_images', 'Prediction',
+           'gaussian_blur', 'upsample', 'combine_maps', 'check_train_data', 'AnomalyModel', 'torch_threads',
+           'threads_for', 'MeanImage', 'env_info', 'git_commit']
 
 # %% ../nbs/00_core.ipynb #fede4088
 def fix_malloc(threshold: int = 1 << 20) -> bool:
@@ -72,13 +73,32 @@ def data_dir(*parts: str, required: bool = True) -> Path | None:
     if not env:
         if required: raise FileNotFoundError(
             "ADTUTOR_DATA is not set. Point it at the folder that holds your datasets, e.g. "
-            "`export ADTUTOR_DATA=/data` with MVTec AD in /data/mvtec_ad/<category>/ (see adtutor.data.download_mvtec).")
+            "`export ADTUTOR_DATA=/data` with MVTec AD in /data/mvtec_ad/<category>/ (see adtutor.download.download_mvtec).")
         return None
     p = Path(env).expanduser().joinpath(*parts)
     if not p.exists():
         if required: raise FileNotFoundError(f"{p} does not exist (ADTUTOR_DATA={env}). Check the path or download the dataset there.")
         return None
     return p
+
+# %% ../nbs/00_core.ipynb #c0e00a02
+def nbs_dir() -> Path:
+    "The `nbs/` folder of the source checkout (where the lessons and labs live)."
+    r = repo_root()
+    if r is None or not (r / 'nbs').is_dir():
+        raise FileNotFoundError('no nbs/ folder: the lessons and labs are the notebooks of a source checkout. '
+                                'Clone the repository and install it with `pip install -e .`')
+    return r / 'nbs'
+
+def all_notebooks(root: str | os.PathLike | None = None) -> list[Path]:
+    "Every notebook under `root` (default `nbs/`), skipping `_*`, hidden folders and checkpoints, sorted."
+    root = Path(root) if root is not None else nbs_dir()
+    return sorted(p for p in root.rglob('*.ipynb') if not any(x.startswith(('_', '.')) for x in p.relative_to(root).parts))
+
+def cell_source(cell: dict) -> str:
+    "The source of a notebook cell (JSON stores it as a string or a list of lines)."
+    s = cell.get('source', '')
+    return ''.join(s) if isinstance(s, list) else s
 
 # %% ../nbs/00_core.ipynb #7bbd4886
 @contextlib.contextmanager
@@ -292,14 +312,32 @@ def check_images(self: AnomalyModel, images: Tensor) -> Tensor:
 
 # %% ../nbs/00_core.ipynb #a1c0e008
 @patch
-def fit(self: AnomalyModel, train_data, **kw) -> AnomalyModel:
-    "Learn from normal images (a dataset, DataLoader, list or tensor); time, memory and backbone go to `fit_stats`."
+def fit(self: AnomalyModel, train_data, device=None, **kw) -> AnomalyModel:
+    "Learn from normal images (a dataset, DataLoader, list or tensor) on `device` (None: CUDA when present); time, memory and backbone go to `fit_stats`."
     n = check_train_data(train_data, f'{type(self).__name__}.fit')
+    self.to(get_device(device))
     with ResourceMonitor() as mon: self.learn(train_data, **kw)
     self.fit_stats.update(fit_seconds=mon.seconds, fit_peak_rss_mb=mon.peak_mb, fit_cuda_peak_mb=mon.cuda_peak / 2**20, fit_images=n)
     if (bb := self.backbone_info): self.fit_stats['backbone'] = bb
+    self.fit_stats = json.loads(json.dumps(self.fit_stats, default=_json_default))  # as `save` writes it: tuples become lists
     self._mark_fitted()
     return self
+
+# %% ../nbs/00_core.ipynb #a1c0e040
+SMALL_BATCH = int(os.environ.get('ADTUTOR_SMALL_BATCH', 2))
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    "Run the block with `n` torch CPU threads (None: unchanged), restoring the previous number afterwards."
+    prev = torch.get_num_threads()
+    if n is None or n == prev: yield; return
+    torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(prev)
+
+def threads_for(batch: int, device) -> int | None:
+    "Threads for a forward pass of `batch` images on `device`: 1 for a small batch on the CPU, else unchanged (None)."
+    return 1 if torch.device(device).type == 'cpu' and batch <= SMALL_BATCH else None
 
 # %% ../nbs/00_core.ipynb #a1c0e010
 @patch
@@ -313,9 +351,10 @@ def postprocess(self: AnomalyModel, maps, size, scores: Tensor | None = None) ->
 def predict(self: AnomalyModel, images: Tensor) -> Prediction:
     "Image scores `[B]` and anomaly maps `[B, H, W]` of unnormalised images `[B, 3, H, W]` in [0, 1]."
     self.check_fitted(); x = self.check_images(images)
-    out = self.anomaly_map(x)
-    maps, scores = out if isinstance(out, tuple) else (out, None)
-    return self.postprocess(maps, x.shape[-2:], scores)
+    with torch_threads(threads_for(len(x), x.device)):   # one thread for a small batch on the CPU: steady latency
+        out = self.anomaly_map(x)
+        maps, scores = out if isinstance(out, tuple) else (out, None)
+        return self.postprocess(maps, x.shape[-2:], scores)
 
 # %% ../nbs/00_core.ipynb #a1c0e012
 @patch(as_prop=True)

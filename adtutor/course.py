@@ -67,10 +67,11 @@ def instructor_copy(nb: dict) -> dict:
 # %% ../nbs/12_course.ipynb #c0000012
 def course_notebooks(nbs: Path | None = None) -> list[str]:
     "Notebooks of the course in teaching order, relative to `nbs/` (home page and benchmarks left out)."
-    from adtutor.registry import notebooks, site_sections
+    from adtutor.registry import site_sections
+    from adtutor.core import all_notebooks
     from adtutor.site import glob_match
     nbs = Path(nbs) if nbs else repo_root() / 'nbs'
-    rel = [p.relative_to(nbs).as_posix() for p in notebooks(nbs)]
+    rel = [p.relative_to(nbs).as_posix() for p in all_notebooks(nbs)]
     out = []
     for title, pattern in site_sections():
         if title == 'Benchmarks': continue

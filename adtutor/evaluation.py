@@ -104,6 +104,8 @@ def evaluate(model, test_data, settings: dict | None = None, batch_size: int = 1
                config=json.dumps(model.config, sort_keys=True, default=str))
     if torch.cuda.is_available():
         rec['fit_cuda_peak_mb'] = fs.get('fit_cuda_peak_mb'); rec['infer_cuda_peak_mb'] = mon.cuda_peak / 2**20
+    from adtutor.feature_cache import STATS   # images whose backbone features were computed vs read from the cache
+    rec.update(feature_images_extracted=STATS['extracted'], feature_images_cached=STATS['cached'])
     rec.update(env_info())
     rec.update(timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'), status='ok')
     rec = {k: _clean(v) for k, v in rec.items()}

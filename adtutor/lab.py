@@ -46,6 +46,7 @@ def evaluate_lab(model: AnomalyModel, test_data, data: str | None = None, quick:
     record, preds = evaluate(model, test_data, settings=run_settings(model, test_data, data, quick, **extra),
                              return_predictions=True, progress=progress)
     got = {k: record.get(k) for k in METRICS}
+    if 'masks' not in preds: got = {k: v for k, v in got.items() if k == 'image_auroc'}   # no ground truth: image metrics only
     bad = {k: v for k, v in got.items() if v is not None and not (np.isfinite(v) and 0 <= v <= 1)}
     if bad: raise ValueError(f'{record["method"]} produced invalid metrics {bad}: check its maps and scores for NaN or inf')
     if result_path: save_record(record, result_path)

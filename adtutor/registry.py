@@ -4,18 +4,17 @@
 
 # %% ../nbs/10_registry.ipynb #r0000005
 from __future__ import annotations
-import ast, json, re, sys, argparse, importlib, difflib
+import ast, json, re, sys, argparse, importlib, difflib, functools
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
-from .core import repo_root, atomic_write_text
+from .core import repo_root, atomic_write_text, all_notebooks, cell_source
 
 # %% auto #0
 __all__ = ['FAMILIES', 'CORE', 'BENCHMARKS', 'MAIN_KEYS', 'REPRO_KEYS', 'GENERATED', 'MAIN_HEADER', 'REPRO_HEADER', 'TABLE_START',
-           'TABLE_END', 'Family', 'family_folders', 'MethodSpec', 'make_spec', 'register_method', 'notebooks',
-           'default_exp', 'notebook_methods', 'declared_methods', 'method_aliases', 'method_key', 'grid_entry',
-           'grid_yaml', 'family_rows', 'family_table', 'site_sections', 'generated_files', 'stale_files',
-           'write_generated', 'main']
+           'TABLE_END', 'Family', 'family_folders', 'MethodSpec', 'make_spec', 'register_method', 'default_exp',
+           'notebook_methods', 'declared_methods', 'method_aliases', 'method_key', 'grid_entry', 'grid_yaml',
+           'family_rows', 'family_table', 'site_sections', 'generated_files', 'stale_files', 'write_generated', 'main']
 
 # %% ../nbs/10_registry.ipynb #r0000007
 @dataclass(frozen=True)
@@ -104,10 +103,6 @@ def register_method(name: str, **kw) -> MethodSpec:
     return spec
 
 # %% ../nbs/10_registry.ipynb #r0000014
-def _cell_source(c) -> str:
-    s = c.get('source', '')
-    return ''.join(s) if isinstance(s, list) else s
-
 def _directives(src: str) -> tuple[set, str]:
     "Directive names of the cell's leading `#|` lines, and the source without them."
     names, lines = set(), src.splitlines()
@@ -117,18 +112,23 @@ def _directives(src: str) -> tuple[set, str]:
         i += 1
     return names, '\n'.join(lines[i:])
 
-def notebooks(nbs: Path) -> list[Path]:
-    "Every notebook under `nbs` that nbdev and the site see (names starting with `_` or `.` skipped)."
-    return sorted(p for p in Path(nbs).rglob('*.ipynb') if not any(x.startswith(('_', '.')) for x in p.relative_to(nbs).parts))
-
 def default_exp(nb: dict) -> str | None:
     "The module a notebook exports to (`#| default_exp name`), or None."
     for c in nb.get('cells', []):
-        m = re.search(r'^\s*#\|\s*default_exp\s+(\S+)', _cell_source(c), re.M) if c.get('cell_type') == 'code' else None
+        m = re.search(r'^\s*#\|\s*default_exp\s+(\S+)', cell_source(c), re.M) if c.get('cell_type') == 'code' else None
         if m: return m[1]
     return None
 
 # %% ../nbs/10_registry.ipynb #r0000015
+def _literal(node):
+    "`ast.literal_eval`, also accepting `dict(key=literal, ...)` and `list`/`tuple` calls of literals."
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ('dict', 'list', 'tuple'):
+        if node.func.id == 'dict' and not node.args: return {k.arg: _literal(k.value) for k in node.keywords if k.arg}
+        if node.func.id != 'dict' and len(node.args) == 1 and not node.keywords: return {'list': list, 'tuple': tuple}[node.func.id](_literal(node.args[0]))
+    if isinstance(node, ast.Dict): return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
+    if isinstance(node, (ast.List, ast.Tuple)): return (list if isinstance(node, ast.List) else tuple)(_literal(e) for e in node.elts)
+    return ast.literal_eval(node)
+
 def _calls(tree) -> list[ast.Call]:
     return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and
             (getattr(n.func, 'id', None) == 'register_method' or getattr(n.func, 'attr', None) == 'register_method')]
@@ -138,24 +138,29 @@ def notebook_methods(path: Path, nbs: Path) -> list[MethodSpec]:
     nb = json.loads(Path(path).read_text(encoding='utf-8'))
     mod, rel, out = default_exp(nb), Path(path).relative_to(nbs).as_posix(), []
     for c in nb.get('cells', []):
-        if c.get('cell_type') != 'code' or 'register_method' not in _cell_source(c): continue
-        names, body = _directives(_cell_source(c))
+        if c.get('cell_type') != 'code' or 'register_method' not in cell_source(c): continue
+        names, body = _directives(cell_source(c))
         if not names & {'export', 'exports'}: continue
         for call in _calls(ast.parse(body)):
             try:
-                args = [ast.literal_eval(a) for a in call.args]
-                kw = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+                args = [_literal(a) for a in call.args]
+                kw = {k.arg: _literal(k.value) for k in call.keywords}
             except ValueError:
-                raise ValueError(f'{rel}: the arguments of register_method must be literals (strings, numbers, lists, dicts), '
+                raise ValueError(f'{rel}: the arguments of register_method must be literals (strings, numbers, lists, dicts, dict(...)), '
                                  f'line {call.lineno} of its cell') from None
             out.append(make_spec(*args, **kw, module=f'adtutor.{mod}' if mod else None, notebook=rel))
     return out
 
 def declared_methods(nbs: str | Path | None = None) -> dict[str, MethodSpec]:
     "Every method declared in the notebooks under `nbs` (default: the checkout's `nbs/`), in notebook order."
-    nbs = Path(nbs) if nbs else _nbs()
+    nbs = Path(nbs).resolve() if nbs else _nbs()
+    files = all_notebooks(nbs)
+    return dict(_declared(nbs, tuple((p, p.stat().st_mtime_ns) for p in files)))   # re-read only when a notebook changed
+
+@functools.lru_cache(maxsize=8)
+def _declared(nbs: Path, stamp: tuple) -> dict[str, MethodSpec]:
     out = {}
-    for p in notebooks(nbs):
+    for p, _ in stamp:
         for s in notebook_methods(p, nbs):
             if s.name in out: raise ValueError(f"method '{s.name}' is declared twice: in {out[s.name].notebook} and {s.notebook}")
             out[s.name] = s
@@ -244,7 +249,7 @@ def _label(p: str, specs: dict, nbs: Path) -> str:
         if s.notebook == p: return s.title
     try: cells = json.loads((nbs / p).read_text(encoding='utf-8'))['cells']
     except (OSError, ValueError, KeyError): cells = []
-    head = next((m[1] for c in cells[:3] if c.get('cell_type') == 'markdown' and (m := re.search(r'^#\s+(.+)$', _cell_source(c), re.M))), None)
+    head = next((m[1] for c in cells[:3] if c.get('cell_type') == 'markdown' and (m := re.search(r'^#\s+(.+)$', cell_source(c), re.M))), None)
     if not head: return re.sub(r'^\d+[a-z]?_', '', Path(p).stem).replace('_', ' ')
     head = re.sub(r'^(the|a|an)\s+', '', head.split(':')[0].strip(), flags=re.I)
     return head[0].lower() + head[1:] if len(head) > 1 and head[1].islower() else head
@@ -253,7 +258,7 @@ def family_rows(nbs: Path | None = None, methods: dict | None = None) -> list[tu
     "(title, notebooks relative to nbs/, idea) per row of the family table, planned families last."
     nbs = Path(nbs) if nbs else _nbs()
     methods = declared_methods(nbs) if methods is None else methods
-    all_nbs = [p.relative_to(nbs).as_posix() for p in notebooks(nbs)]
+    all_nbs = [p.relative_to(nbs).as_posix() for p in all_notebooks(nbs)]
     rows, planned = [(CORE[0], [p for p in all_nbs if '/' not in p and p != 'index.ipynb' and p[0].isdigit()], CORE[2])], []
     primary = {}
     for k, f in FAMILIES.items(): primary.setdefault(f.folder, k)   # the family that owns a shared folder's other notebooks
@@ -290,7 +295,7 @@ def _with_table(index_nb: str, table: str) -> str:
     "The home-page notebook's JSON text with the family table between the markers replaced by `table`."
     nb = json.loads(index_nb)
     for c in nb['cells']:
-        s = _cell_source(c)
+        s = cell_source(c)
         if c['cell_type'] == 'markdown' and TABLE_START in s and TABLE_END in s:
             a, rest = s.split(TABLE_START, 1); _, b = rest.split(TABLE_END, 1)
             c['source'] = a + TABLE_START + '\n' + table + '\n' + TABLE_END + b

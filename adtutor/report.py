@@ -10,47 +10,33 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import atomic_path, atomic_write_text, repo_root, cache_dir, is_quick
-from .sweep import read_results, paper_results, method_key, sweep, MVTEC_CATEGORIES
+from .core import atomic_path, atomic_write_text, repo_root, is_quick
+from .records import read_results, found_records, quick_sweep_dir
+from .papers import paper_results
+from .registry import method_key
 
 # %% auto #0
-__all__ = ['METRICS', 'METRIC_NAMES', 'PAPER_METRIC', 'DATASET_NAMES', 'CATEGORY_ORDER', 'EFFICIENCY_COLUMNS', 'quick_sweep_dir',
-           'default_records', 'resolve_out_dir', 'load', 'describe', 'paper_values', 'reproduction_table',
-           'render_reproduction', 'to_markdown', 'efficiency_table', 'machine_line', 'fit_time_figure', 'save_table',
-           'save_figure']
+__all__ = ['METRICS', 'METRIC_NAMES', 'PAPER_METRIC', 'DATASET_NAMES', 'CATEGORY_ORDER', 'EFFICIENCY_COLUMNS', 'resolve_out_dir',
+           'load', 'describe', 'paper_values', 'reproduction_table', 'render_reproduction', 'to_markdown',
+           'efficiency_table', 'machine_line', 'fit_time_figure', 'save_table', 'save_figure']
 
 # %% ../nbs/benchmarks/00_report.ipynb #43c08ebc
 def _repo(*parts) -> Path | None:
     r = repo_root()
     return r.joinpath(*parts) if r is not None else None
 
-def _has_records(p: Path) -> bool:
-    return p.is_file() or (p / 'records.csv').is_file() or any(p.glob('runs/*/record.json')) or any(p.glob('*_*.json'))
-
-def _as_source(p: Path) -> Path:
-    return p / 'records.csv' if p.is_dir() and (p / 'records.csv').is_file() else p
-
-def quick_sweep_dir() -> Path:
-    "Where the quick demo sweep lives (env `ADTUTOR_QUICK_SWEEP_DIR`, else the cache)."
-    d = os.environ.get('ADTUTOR_QUICK_SWEEP_DIR')
-    return Path(d) if d else cache_dir('sweeps') / 'quick'
-
-def default_records(progress: bool = False) -> list[Path]:
-    "The main job's, the bottle sweep's and the labs' reproduction records when present; otherwise a quick demo sweep's (run if needed)."
-    found = [_as_source(p) for name in ('main', 'bottle', 'reproduction') if (p := _repo('results', name)) is not None and p.exists() and _has_records(p)]
-    if found: return found
-    grid = _repo('sweeps', 'quick.yaml')
-    if grid is None or not grid.exists():
-        raise FileNotFoundError('no records: run the main job (adtutor-sweep main) or pass records=<sweep folder or CSV>')
-    out = quick_sweep_dir()
-    sweep(grid, out, progress=progress)
-    return [out]
-
 def resolve_out_dir(out_dir=None, quick: bool = False) -> Path:
     "Folder for tables/ and figures/: `out_dir`, else results/ (quick mode: beside the quick demo sweep, never results/)."
     if out_dir: return Path(out_dir)
     if quick or repo_root() is None: return quick_sweep_dir() / 'report'
     return _repo('results')
+
+def _records_or_found(records):
+    if records is not None: return records
+    if found := found_records(): return found
+    raise FileNotFoundError(f"no records given and none in {_repo('results')} (main/, bottle/ or reproduction/): run the main job "
+                            '(`adtutor-sweep main`), pass records=<sweep folder or CSV>, or records=adtutor.main_job.default_records() '
+                            'for a quick demo sweep')
 
 # %% ../nbs/benchmarks/00_report.ipynb #941d0b72
 METRICS = ('image_auroc', 'pixel_auroc', 'aupro')
@@ -72,8 +58,8 @@ def _dataset(row) -> str:
 def _truthy(v) -> bool: return str(v).strip().lower() in ('true', '1', '1.0')
 
 def load(records=None, status: str = 'ok') -> pd.DataFrame:
-    "Records (see `read_results`; None: `default_records()`) with `ds`, `label` and `flag` columns: evaluated runs only."
-    df = read_results(records if records is not None else default_records()).copy()
+    "Records (see `read_results`; None: those `found_records()` finds) with `ds`, `label` and `flag` columns: evaluated runs only."
+    df = read_results(_records_or_found(records)).copy()
     if not len(df): return df.assign(ds=[], label=[], flag=[])
     st = df['status'].fillna('ok') if 'status' in df else pd.Series('ok', index=df.index)
     # a run whose notebook failed *after* its evaluation (e.g. the lab's own accuracy check) keeps its numbers, flagged †:

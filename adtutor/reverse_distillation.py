@@ -95,7 +95,7 @@ class ReverseDistillation(TeacherStudent):
         self.epochs, self.batch_size, self.lr, self.betas = epochs, batch_size, lr, tuple(betas)
         self.loss_mode, self.seed, self.cache_teacher = loss, seed, cache_teacher
 
-# %% ../nbs/teacher_student/21_reverse_distillation.ipynb #6addd601
+# %% ../nbs/teacher_student/21_reverse_distillation.ipynb #ecf246b6
 @patch
 def student(self: ReverseDistillation, f: list[Tensor]) -> list[Tensor]:
     "Decoder features rebuilt from the bottleneck embedding of the teacher's features `f` (shallow-first, like `f`)."

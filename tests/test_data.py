@@ -1,4 +1,4 @@
-"""Data layer: every loader on small fake layouts (counts, labels, masks, errors), downloads on local archives,
+"""Data layer: every loader on small fake layouts (counts, labels, masks, errors), downloads (adtutor.download) on local archives,
 the disk cache, and the real MVTec AD bottle category when ADTUTOR_DATA provides it."""
 import json, os, tarfile, warnings, zipfile
 from pathlib import Path
@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 import adtutor.data as D
-from adtutor.data import (AnomalyDataset, BTAD, DATASETS, DOWNLOADS, Folder, MPDD, MVTec3D, MVTecAD, Transform, VisA,
-                          download_dataset, download_mpdd, download_mvtec, extract, fetch, file_hash, load_dataset,
+from adtutor.data import (AnomalyDataset, BTAD, DATASETS, Folder, MPDD, MVTec3D, MVTecAD, Transform, VisA, load_dataset,
                           read_image, read_mask)
+from adtutor.download import (DOWNLOADS, download_dataset, download_mpdd, download_mvtec, extract, fetch, file_hash)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -466,7 +466,7 @@ def test_download_table_is_complete_and_tracked():
     assert set(DOWNLOADS['mvtec_ad']['categories']) == set(D.MVTEC_CATEGORIES)
     tracked = json.loads((REPO / 'data' / 'datasets.json').read_text())
     assert tracked['datasets'] == json.loads(json.dumps(DOWNLOADS)), \
-        'data/datasets.json differs from adtutor.data.DOWNLOADS: run python -c "from adtutor.data import write_download_table; write_download_table()"'
+        'data/datasets.json differs from adtutor.download.DOWNLOADS: run python -c "from adtutor.download import write_download_table; write_download_table()"'
 
 
 # ---------------------------------------------------------------------------------------------- real data

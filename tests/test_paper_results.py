@@ -230,3 +230,16 @@ def test_every_value_is_printed_in_its_seed(df):
     plain = df[~df.flag.str.contains('corrected:')]
     absent = plain[[v not in nums[s] for s, v in zip(plain.source, plain.value)]]
     assert absent.empty, absent[KEY + ['value']].head(20)
+
+
+def test_paper_results_filter():
+    "adtutor.papers.paper_results filters the table; method names match loosely."
+    from adtutor.papers import paper_results
+    from adtutor.registry import method_key
+    pc = paper_results('PatchCore', metric='image_auroc', category='bottle', path=CSV)
+    assert len(pc) >= 1 and set(pc.dataset) == {'mvtec_ad'} and set(pc.method) == {'PatchCore'}
+    rd = paper_results('ReverseDistillation', source='000', path=CSV)
+    assert len(rd) and set(rd.method) == {'RD'}
+    assert method_key('RevDist') == method_key('RD') == method_key('Reverse Distillation')
+    with pytest.raises(FileNotFoundError, match='paper_results.csv'):
+        paper_results(path=CSV.with_name('missing.csv'))
