@@ -7,10 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adtutor.core import AnomalyModel
-from adtutor.backbones import FeatureExtractor, find_weights
-from adtutor.stfpm import STFPM, ts_layers, prune_unused, level_maps, stfpm_loss, combine_maps
-from adtutor.reverse_distillation import ReverseDistillation, OCBE, Decoder, rd_loss, cosine_maps
+from adtutor.core import AnomalyModel, combine_maps, gaussian_blur
+from adtutor.backbones import FeatureExtractor, find_weights, default_layers, prune_unused
+from adtutor.teacher_student import cosine_maps, cosine_loss
+from adtutor.stfpm import STFPM
+from adtutor.reverse_distillation import ReverseDistillation, OCBE, Decoder, rd_loss
 
 
 def _imgs(n, size=64, seed=0):
@@ -33,7 +34,7 @@ def _kill_after(k):
 
 
 def test_prune_keeps_features():
-    layers = ts_layers('tf_efficientnet_lite0')
+    layers = default_layers('tf_efficientnet_lite0', 'pyramid')
     assert layers == ('blocks.1', 'blocks.2', 'blocks.4')
     full = FeatureExtractor('tf_efficientnet_lite0', layers)
     pruned = prune_unused(FeatureExtractor('tf_efficientnet_lite0', layers))
@@ -43,16 +44,18 @@ def test_prune_keeps_features():
     n = lambda m: sum(p.numel() for p in m.parameters())
     assert n(pruned) < n(full) / 2
     assert [v.shape[-1] for v in b.values()] == [16, 8, 4]  # strides 4, 8, 16
-    with pytest.raises(ValueError, match='layers='): ts_layers('convnext_tiny')
+    with pytest.raises(ValueError, match='unknown backbone'): default_layers('convnext_tiny', 'pyramid')
 
 
-def test_stfpm_maths():
+def test_cosine_maths():
     t = {'a': torch.randn(2, 5, 4, 4), 'b': torch.randn(2, 7, 2, 2)}
     s = {'a': torch.randn(2, 5, 4, 4), 'b': torch.randn(2, 7, 2, 2)}
-    m = level_maps(t, s)
+    m = cosine_maps(t, s)
     assert torch.allclose(m[0], 1 - F.cosine_similarity(t['a'], s['a'], dim=1), atol=1e-6)
-    assert torch.allclose(stfpm_loss(t, s), m[0].mean() + m[1].mean())
-    assert float(stfpm_loss(t, {k: 3 * v for k, v in t.items()})) < 1e-6  # scale-invariant
+    assert torch.allclose(cosine_loss(t, s), m[0].mean() + m[1].mean())
+    assert float(cosine_loss(t, {k: 3 * v for k, v in t.items()})) < 1e-6  # scale-invariant
+    assert all(torch.equal(a, b) for a, b in zip(cosine_maps(list(t.values()), list(s.values())), m))  # lists match by position
+    with pytest.raises(ValueError, match='must match'): cosine_maps([t['a']], [])
     c = combine_maps(m, (8, 8), 'product')
     up = [F.interpolate(v[:, None], size=(8, 8), mode='bilinear', align_corners=False)[:, 0] for v in m]
     assert c.shape == (2, 8, 8) and torch.allclose(c, up[0] * up[1]) and torch.allclose(combine_maps(m, (8, 8), 'sum'), up[0] + up[1])
@@ -66,6 +69,7 @@ def test_stfpm_contract_and_roundtrip(tmp_path):
     assert (p.maps >= 0).all()
     fs = m.fit_stats
     assert fs['epochs_run'] == 2 and len(fs['epoch_seconds']) == 2 and fs['backbone']['weights'].startswith('imagenet:')
+    assert m.config['combine'] == 'product' and m.blur_sigma == 0  # STFPM: product of the levels, no smoothing
     # the teacher is untouched by training, the student moved
     fresh = STFPM(seed=1)
     assert _same_state(m.extractor, fresh.extractor) and not _same_state(m.student, fresh.student)
@@ -73,6 +77,7 @@ def test_stfpm_contract_and_roundtrip(tmp_path):
     m2 = AnomalyModel.load(tmp_path / 'm.pt')
     q = m2.predict(_imgs(3, 80, seed=2))
     assert type(m2) is STFPM and torch.equal(p.maps, q.maps) and m2.info()['weights'] == m.info()['weights']
+    assert m2.fit_stats == m.fit_stats and m2.config == m.config
     # the same seed gives the same student initialisation, without touching the global RNG
     torch.manual_seed(5); r = torch.rand(1)
     torch.manual_seed(5); STFPM(seed=3); assert torch.equal(r, torch.rand(1))
@@ -116,8 +121,12 @@ def test_rd_contract_roundtrip_and_ablation(tmp_path):
     assert type(m2) is ReverseDistillation and torch.equal(m2.predict(_imgs(2, 72, seed=3)).maps, p.maps)
     nb = ReverseDistillation(epochs=1, batch_size=4, bottleneck=False).fit(x, progress=False)
     assert nb.predict(_imgs(1)).maps.shape == (1, 64, 64)
-    sm = m.scale_maps(_imgs(1))
+    sm = m.level_maps(_imgs(1))
     assert [v.shape[-1] for v in sm] == [16, 8, 4]
+    # predict = the scale maps summed (anomalib's ADD) and blurred with sigma 4, as before the lab kit
+    x = _imgs(2, 72, seed=3)
+    assert m.combine == 'sum' and m.blur_sigma == 4
+    assert torch.equal(m.predict(x).maps, gaussian_blur(combine_maps(m.level_maps(x), (72, 72), 'sum'), 4.0))
 
 
 def _quick_data():
@@ -142,8 +151,10 @@ def test_rd_resume_exact_on_quick_data(tmp_path):
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="'product' or 'sum'"): STFPM(combine='add')
-    with pytest.raises(ValueError, match="'add' or 'product'"): ReverseDistillation(combine='sum')
+    with pytest.raises(ValueError, match="combine must be one of"): STFPM(combine='add')
+    with pytest.raises(ValueError, match="combine must be one of"): ReverseDistillation(combine='add')
+    with pytest.raises(ValueError, match='blur_sigma must be >= 0'): ReverseDistillation(blur_sigma=-1)
+    with pytest.raises(TypeError, match="did you mean 'blur_sigma'"): ReverseDistillation(sigma=2)
     with pytest.raises(ValueError, match='three layers'): ReverseDistillation(layers=['blocks.2', 'blocks.4'])
     with pytest.raises(TypeError, match="did you mean 'epochs'"): STFPM(epoch=3)
     with pytest.raises(RuntimeError, match='not fitted'): ReverseDistillation().predict(_imgs(1))
@@ -155,4 +166,4 @@ def test_paper_backbone_without_weights_is_a_clear_error():
     for cls in (STFPM, ReverseDistillation):
         with pytest.raises(FileNotFoundError, match='no ImageNet weights for wide_resnet50_2.*download'):
             cls(backbone='wide_resnet50_2')
-    assert ts_layers('wide_resnet50_2') == ('layer1', 'layer2', 'layer3')
+    assert default_layers('wide_resnet50_2', 'pyramid') == ('layer1', 'layer2', 'layer3')
