@@ -1,0 +1,144 @@
+"Tests of the reconstruction family: autoencoder (SSIM), DFR / FRE, DRAEM, RIAD, DSR (maths against references, contract, exact resume, clear errors)."
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adtutor.core import AnomalyModel
+
+
+def _imgs(n, size=64, seed=0):
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _round_trip(model, x, tmp_path):
+    model.save(tmp_path / 'm.pt')
+    loaded = AnomalyModel.load(tmp_path / 'm.pt')
+    a, b = model.predict(x), loaded.predict(x)
+    assert type(loaded) is type(model) and loaded.config == model.config and loaded.fit_stats == model.fit_stats
+    assert torch.equal(a.maps, b.maps) and torch.equal(a.scores, b.scores)
+    return loaded
+
+
+class Killed(Exception): pass
+
+
+def _kill_after(k):
+    def cb(e, h, m):
+        if e == k: raise Killed
+    return cb
+
+
+def _resumes_exactly(make, data, tmp_path, epochs=3, kill_at=1):
+    "Training killed after `kill_at` epochs and restarted from its checkpoint ends bit-identical to an uninterrupted run."
+    full = make().fit(data, progress=False)
+    ck = tmp_path / 'ck'
+    with pytest.raises(Killed): make().fit(data, progress=False, checkpoint_dir=ck, on_epoch_end=_kill_after(kill_at))
+    resumed = make().fit(data, progress=False, checkpoint_dir=ck)
+    sa, sb = full.state_dict(), resumed.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert full.history.epochs['loss'].tolist() == resumed.history.epochs['loss'].tolist()
+
+
+# --- autoencoder ---------------------------------------------------------------------------------------------
+from adtutor.autoencoder import ssim_map, ssim, symmetric_pad, ConvAE, AutoEncoder, residual_map, random_flips
+
+
+@pytest.mark.parametrize('shape', [(40, 52), (64, 64)])
+def test_ssim_equals_skimage(shape):
+    from skimage.metrics import structural_similarity
+    rng = np.random.default_rng(1)
+    a = rng.random((3,) + shape); b = np.clip(a + 0.2 * rng.standard_normal(a.shape), 0, 1)
+    mean_ref, map_ref = structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                              data_range=1.0, channel_axis=0, full=True)
+    ours = ssim_map(torch.tensor(a)[None], torch.tensor(b)[None])[0].numpy()
+    assert np.allclose(ours, map_ref.mean(0), atol=1e-8)                       # full map, borders included
+    assert abs(ours[5:-5, 5:-5].mean() - mean_ref) < 1e-10                      # skimage's mean leaves out 5-pixel borders
+
+
+def test_ssim_properties():
+    x = _imgs(2, 32)
+    assert torch.allclose(ssim(x, x), torch.ones(2))
+    assert float(ssim(x, (x + 0.05).clamp(0, 1)).mean()) > float(ssim(x, x.flip(-1)).mean())
+    p = symmetric_pad(torch.arange(4.).view(1, 1, 1, 4).expand(1, 1, 4, 4), 2)
+    assert p[0, 0, 0].tolist() == [1, 0, 0, 1, 2, 3, 3, 2]
+    with pytest.raises(ValueError, match='smaller than the SSIM window'): ssim_map(_imgs(1, 8), _imgs(1, 8))
+    with pytest.raises(ValueError, match='same shape'): ssim_map(_imgs(1, 32), _imgs(1, 16))
+
+
+def test_conv_ae_shapes():
+    for size in (32, 64, 128):
+        net = ConvAE(3, 20, size)
+        assert net.encoder(_imgs(2, size)).shape == (2, 20, 1, 1) and net(_imgs(2, size)).shape == (2, 3, size, size)
+    with pytest.raises(ValueError, match='multiple of 16'): ConvAE(size=40)
+
+
+def test_residuals_and_flips():
+    x = _imgs(2, 32)
+    assert torch.allclose(residual_map(x, x, 'l2'), torch.zeros(2, 32, 32)) and residual_map(x, x, 'ssim').abs().max() < 1e-5
+    with pytest.raises(ValueError, match="'ssim' or 'l2'"): residual_map(x, x, 'l1')
+    f = random_flips(x)
+    assert f.shape == x.shape and torch.allclose(f.sum((1, 2, 3)), x.sum((1, 2, 3)))   # the same pixels, moved
+
+
+def test_autoencoder_contract(tmp_path):
+    m = AutoEncoder(size=32, latent_dim=8, epochs=2, batch_size=4, seed=0).fit(_imgs(6), progress=False)
+    p = m.predict(_imgs(3, 64, seed=1))
+    assert p.maps.shape == (3, 64, 64) and p.scores.shape == (3,) and torch.isfinite(p.maps).all()
+    assert m.fit_stats['epochs_run'] == 2 and m.history is not None
+    _round_trip(m, _imgs(2, 64, seed=2), tmp_path)
+    with pytest.raises(ValueError, match="'ssim' or 'l2'"): AutoEncoder(loss='l1')
+    with pytest.raises(TypeError, match="did you mean 'latent_dim'"): AutoEncoder(latent=3)
+
+
+def test_autoencoder_resumes_exactly(tmp_path):
+    _resumes_exactly(lambda: AutoEncoder(loss='l2', size=32, latent_dim=8, epochs=3, batch_size=4, augment=True, seed=0),
+                     _imgs(8), tmp_path)
+
+
+# --- DFR / FRE ----------------------------------------------------------------------------------------------
+from adtutor.dfr import regional_features, pca_dim, FeatureCAE, DFR, TiedAE, FRE
+
+
+def test_pca_dim_matches_sklearn():
+    from sklearn.decomposition import PCA
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(400, 16, generator=g) @ torch.randn(16, 16, generator=g)
+    for var in (0.3, 0.6, 0.9, 0.999):
+        assert pca_dim(v, var) == PCA(n_components=var).fit(v.numpy()).n_components_
+    with pytest.raises(ValueError, match='between 0 and 1'): pca_dim(v, 90)
+
+
+def test_regional_features_and_cae():
+    f = {'a': torch.randn(2, 4, 16, 16), 'b': torch.randn(2, 6, 8, 8)}
+    r = regional_features(f, (16, 16))
+    assert r.shape == (2, 10, 16, 16) and torch.equal(r[:, :4], f['a'])
+    cae = FeatureCAE(10, 3)
+    assert cae(r).shape == r.shape and cae.encode(r).shape == (2, 3, 16, 16)
+
+
+def test_dfr_contract(tmp_path):
+    m = DFR(epochs=1, batch_size=2, stride=8, seed=0).fit(_imgs(4), progress=False)
+    assert int(m.latent_dim) >= 1 and m.cae.latent_dim == int(m.latent_dim)
+    p = m.predict(_imgs(2, 64, seed=1))
+    assert p.maps.shape == (2, 64, 64) and torch.isfinite(p.scores).all()
+    loaded = _round_trip(m, _imgs(2, 64, seed=3), tmp_path)
+    assert int(loaded.latent_dim) == int(m.latent_dim)                      # the code size is learned, and restored
+    assert DFR(latent_dim=5).cae.latent_dim == 5                           # a fixed code size skips the PCA
+    with pytest.raises(ValueError, match='between 0 and 1'): DFR(variance=2)
+
+
+def test_fre_tied_and_contract(tmp_path):
+    ae = TiedAE(12, 3)
+    v = torch.randn(5, 12)
+    assert torch.allclose(ae(v), F.linear(F.linear(v, ae.weight, ae.encoder_bias), ae.weight.t(), ae.decoder_bias))
+    m = FRE(image_size=64, latent_dim=4, epochs=2, batch_size=4, seed=0).fit(_imgs(4), progress=False)
+    p = m.predict(_imgs(3, 64, seed=1))
+    maps_small, scores = m.anomaly_map(_imgs(3, 64, seed=1))
+    assert p.maps.shape == (3, 64, 64) and torch.allclose(p.scores, maps_small.flatten(1).sum(1))   # score = sum of the map
+    _round_trip(m, _imgs(2, 64, seed=2), tmp_path)
+    with pytest.raises(ValueError, match='image_size=32'): m.predict(_imgs(1, 32))
+
+
+def test_dfr_resumes_exactly(tmp_path):
+    _resumes_exactly(lambda: DFR(epochs=3, batch_size=2, stride=8, seed=0), _imgs(4), tmp_path)
