@@ -142,3 +142,90 @@ def test_fre_tied_and_contract(tmp_path):
 
 def test_dfr_resumes_exactly(tmp_path):
     _resumes_exactly(lambda: DFR(epochs=3, batch_size=2, stride=8, seed=0), _imgs(4), tmp_path)
+
+
+# --- DRAEM --------------------------------------------------------------------------------------------------
+from adtutor.draem import (fade, perlin_noise, perlin_mask, rotate, anomaly_sources, augment_source, AUGMENTS, synthesize,
+                           ReconstructiveNet, DiscriminativeNet, focal_loss, DRAEM)
+
+
+def test_perlin_noise():
+    g = torch.Generator().manual_seed(0)
+    n = perlin_noise((64, 96), (4, 6), g)
+    assert n.shape == (64, 96) and float(n.abs().max()) <= 1
+    assert torch.allclose(n[::16, ::16], torch.zeros(4, 6), atol=1e-6)                       # zero on the lattice
+    assert torch.equal(perlin_noise((32, 32), (2, 2), torch.Generator().manual_seed(5)),
+                       perlin_noise((32, 32), (2, 2), torch.Generator().manual_seed(5)))
+    rough = lambda r: float(torch.stack([perlin_noise((64, 64), r, g) for _ in range(5)]).diff(dim=-1).abs().mean())
+    assert rough((2, 2)) < rough((8, 8)) < rough((32, 32))
+    t = torch.linspace(0, 1, 101)
+    assert fade(t).diff().min() >= 0 and abs(float(fade(torch.tensor(0.5))) - 0.5) < 1e-7
+    with pytest.raises(ValueError, match='multiple of res'): perlin_noise((30, 30), (4, 4))
+
+
+def test_perlin_mask_and_rotate():
+    g = torch.Generator().manual_seed(1)
+    ms = torch.stack([perlin_mask(64, g) for _ in range(30)])
+    assert set(ms.unique().tolist()) <= {0., 1.} and 0.01 < float(ms.mean()) < 0.4
+    assert torch.allclose(rotate(torch.eye(8), 90).flip(-1), torch.eye(8), atol=1e-5)
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.allclose(rotate(x, 0.), x, atol=1e-6) and torch.allclose(rotate(rotate(x, 90.), -90.), x, atol=1e-5)
+    with pytest.raises(ValueError, match='multiple of 32'): perlin_mask(48)
+
+
+def test_anomaly_sources(tmp_path):
+    from PIL import Image
+    b, desc = anomaly_sources('builtin', 32, n=11, seed=0)
+    assert b.shape == (11, 3, 32, 32) and 0 <= float(b.min()) and float(b.max()) <= 1 and 'no DTD' in desc
+    assert torch.equal(b, anomaly_sources('builtin', 32, n=11, seed=0)[0])
+    p, pdesc = anomaly_sources('perlin', 32, n=2, seed=0)
+    assert p.shape == (2, 3, 32, 32) and 'perlin' in pdesc
+    for i in range(3): Image.fromarray((np.random.default_rng(i).random((40, 50, 3)) * 255).astype(np.uint8)).save(tmp_path / f'{i}.png')
+    f, fdesc = anomaly_sources(str(tmp_path), 32, n=2, seed=0)
+    assert f.shape == (2, 3, 32, 32) and '2 of its 3 images' in fdesc
+    with pytest.raises(FileNotFoundError, match='no images found'): anomaly_sources(str(tmp_path / 'none'), 32, 2)
+
+
+def test_augment_and_synthesize():
+    src = anomaly_sources('builtin', 32, n=4, seed=0)[0]
+    for name, (f, (lo, hi)) in AUGMENTS.items():
+        assert f(src[0], (lo + hi) / 2).shape == (3, 32, 32), name
+    g = torch.Generator().manual_seed(0)
+    out = augment_source(src[0], g)
+    assert out.shape == src[0].shape and 0 <= float(out.min()) and float(out.max()) <= 1
+    x = _imgs(6, 32)
+    a, m = synthesize(x, src, p_anomaly=1.0, generator=torch.Generator().manual_seed(2))
+    assert a.shape == x.shape and m.shape == (6, 1, 32, 32)
+    assert bool((((a - x).abs().sum(1, keepdim=True) > 0) <= (m > 0)).all())            # nothing changes outside the mask
+    a0, m0 = synthesize(x, src, p_anomaly=0.0)
+    assert torch.equal(a0, x) and not m0.any()
+    a1, _ = synthesize(x, src, p_anomaly=1.0, beta=(1.0, 1.0), generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(a1, x)                                                          # beta = 1 keeps the original
+    with pytest.raises(ValueError, match='one size'): synthesize(x, anomaly_sources('builtin', 64, n=2)[0])
+
+
+def test_draem_networks_and_focal():
+    assert ReconstructiveNet(3, 4)(_imgs(2, 32)).shape == (2, 3, 32, 32)
+    assert DiscriminativeNet(6, 4)(torch.rand(2, 6, 64, 64)).shape == (2, 2, 64, 64)
+    n = sum(p.numel() for p in ReconstructiveNet(3, 128).parameters()) + sum(p.numel() for p in DiscriminativeNet(6, 64).parameters())
+    assert 97.3e6 < n < 97.5e6                                                           # the paper's (and anomalib's) 97.4 M
+    lg, tg = torch.randn(2, 2, 8, 8), (torch.rand(2, 8, 8) > 0.7).long()
+    assert torch.allclose(focal_loss(lg, tg, gamma=0), F.cross_entropy(lg, tg), atol=1e-6)
+    pt = F.softmax(lg, 1).gather(1, tg[:, None])[:, 0]
+    assert torch.allclose(focal_loss(lg, tg), (-(1 - pt) ** 2 * pt.log()).mean(), atol=1e-6)
+
+
+def test_draem_contract(tmp_path):
+    m = DRAEM(size=32, recon_width=4, disc_width=4, epochs=2, batch_size=4, n_sources=4, score_window=5, seed=0)
+    m.fit(_imgs(6), progress=False)
+    p = m.predict(_imgs(3, 64, seed=1))
+    assert p.maps.shape == (3, 64, 64) and 0 <= float(p.maps.min()) and float(p.maps.max()) <= 1
+    assert 'builtin' in m.fit_stats['anomaly_source_info']
+    _round_trip(m, _imgs(2, 64, seed=2), tmp_path)
+    with pytest.raises(ValueError, match='multiple of 32'): DRAEM(size=48)
+    with pytest.raises(ValueError, match='odd'): DRAEM(score_window=4)
+
+
+def test_draem_resumes_exactly(tmp_path):
+    _resumes_exactly(lambda: DRAEM(size=32, recon_width=4, disc_width=4, epochs=3, batch_size=4, n_sources=4, seed=0),
+                     _imgs(8), tmp_path)
