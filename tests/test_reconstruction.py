@@ -229,3 +229,56 @@ def test_draem_contract(tmp_path):
 def test_draem_resumes_exactly(tmp_path):
     _resumes_exactly(lambda: DRAEM(size=32, recon_width=4, disc_width=4, epochs=3, batch_size=4, n_sources=4, seed=0),
                      _imgs(8), tmp_path)
+
+
+# --- RIAD ---------------------------------------------------------------------------------------------------
+from adtutor.riad import disjoint_masks, gradient_magnitude, gms_map, msgms_map, UNet, inpaint, riad_loss, RIAD, PREWITT
+
+
+def test_disjoint_masks():
+    m = disjoint_masks(32, 4, 3, torch.Generator().manual_seed(0))
+    assert m.shape == (3, 1, 32, 32) and torch.equal(m.sum(0), torch.ones(1, 32, 32))
+    cells = m[:, 0, ::4, ::4].sum((1, 2))
+    assert int(cells.max() - cells.min()) <= 1                                   # balanced sets of squares
+    assert torch.equal(m[:, :, :4, :4], m[:, :, :1, :1].expand(3, 1, 4, 4))      # constant on each square
+    with pytest.raises(ValueError, match='multiple of the square size'): disjoint_masks(30, 4)
+
+
+def test_gms_against_scipy():
+    from scipy import ndimage
+    x = torch.rand(2, 3, 24, 40, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    lum = x.mean(1).numpy(); k = PREWITT.double().numpy()
+    ref = np.stack([np.sqrt(ndimage.correlate(l, k, mode='nearest') ** 2 + ndimage.correlate(l, k.T, mode='nearest') ** 2 + 1e-12) for l in lum])
+    assert np.allclose(gradient_magnitude(x).numpy(), ref, atol=1e-10)
+    y = x.flip(-1)
+    gx, gy = torch.tensor(ref), gradient_magnitude(y)
+    assert torch.allclose(gms_map(x, y), (2 * gx * gy + 0.0026) / (gx ** 2 + gy ** 2 + 0.0026))
+    assert torch.allclose(msgms_map(x, x), torch.ones(2, 24, 40, dtype=x.dtype), atol=1e-12)
+    assert torch.allclose(msgms_map(x, x + 0.3), torch.ones(2, 24, 40, dtype=x.dtype), atol=1e-6)   # blind to exposure
+
+
+def test_inpaint_never_sees_its_square():
+    net = UNet(3, 4).eval()
+    x = _imgs(1, 32)
+    m = disjoint_masks(32, 8, 3, torch.Generator().manual_seed(1))
+    y0, x0 = torch.nonzero(m[1, 0])[0].tolist()
+    x2 = x.clone(); x2[..., y0:y0 + 8, x0:x0 + 8] = 1 - x2[..., y0:y0 + 8, x0:x0 + 8]
+    with torch.no_grad(): r1, r2 = inpaint(net, x, m), inpaint(net, x2, m)
+    assert torch.equal(r1[..., y0:y0 + 8, x0:x0 + 8], r2[..., y0:y0 + 8, x0:x0 + 8]) and not torch.equal(r1, r2)
+    assert UNet(3, 4)(_imgs(2, 32)).shape == (2, 3, 32, 32)
+    t = riad_loss(x, x)
+    assert float(t['loss']) < 1e-5 and set(t) == {'loss', 'gms', 'ssim', 'l2'}
+
+
+def test_riad_contract(tmp_path):
+    m = RIAD(size=32, width=4, square_sizes=[2, 4, 8], epochs=2, batch_size=4, seed=0).fit(_imgs(6), progress=False)
+    x = _imgs(2, 64, seed=1)
+    p = m.predict(x)
+    assert p.maps.shape == (2, 64, 64) and torch.equal(p.maps, m.predict(x).maps)   # masks at test time are seeded: repeatable
+    _round_trip(m, _imgs(2, 64, seed=2), tmp_path)
+    with pytest.raises(ValueError, match='multiple of 16'): RIAD(size=40)
+    with pytest.raises(ValueError, match='at least 2'): RIAD(n_sets=1)
+
+
+def test_riad_resumes_exactly(tmp_path):
+    _resumes_exactly(lambda: RIAD(size=32, width=4, square_sizes=[2, 4], epochs=3, batch_size=4, seed=0), _imgs(8), tmp_path)
