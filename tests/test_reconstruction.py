@@ -282,3 +282,66 @@ def test_riad_contract(tmp_path):
 
 def test_riad_resumes_exactly(tmp_path):
     _resumes_exactly(lambda: RIAD(size=32, width=4, square_sizes=[2, 4], epochs=3, batch_size=4, seed=0), _imgs(8), tmp_path)
+
+
+# --- DSR ----------------------------------------------------------------------------------------------------
+from adtutor.dsr import VectorQuantizer, DiscreteModel, swap_codes, SubspaceRestriction, DSRNets, code_anomalies, DSR
+
+
+def test_vector_quantizer():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(16, 4)
+    z = torch.randn(2, 4, 3, 5, requires_grad=True)
+    q, loss, idx = vq(z)
+    d = (z.detach().permute(0, 2, 3, 1).reshape(-1, 1, 4) - vq.codebook.weight.detach()[None]).pow(2).sum(-1)   # exact distances
+    assert torch.allclose(d.gather(1, idx.reshape(-1, 1))[:, 0], d.min(1).values, atol=1e-6)   # each position got a nearest code
+    assert torch.allclose(q, vq.lookup(idx))
+    q.sum().backward()
+    assert torch.allclose(z.grad, torch.ones_like(z))                                   # straight-through gradient
+    e = vq.lookup(idx).detach()
+    assert torch.allclose(loss, F.mse_loss(e, z.detach()) * 1.25)                       # codebook + 0.25 x commitment
+
+
+def test_swap_codes():
+    g = torch.Generator().manual_seed(0)
+    cb = torch.randn(40, 3, generator=g)
+    z = torch.randn(2, 3, 4, 4, generator=g)
+    q = cb[torch.cdist(z.permute(0, 2, 3, 1).reshape(-1, 3), cb).argmin(1)].view(2, 4, 4, 3).permute(0, 3, 1, 2)
+    mask = torch.zeros(2, 1, 16, 16); mask[:, :, :8] = 1
+    out, m = swap_codes(z, q, cb, mask, torch.tensor([0.3, 1.0]), g)
+    assert m.shape == (2, 1, 4, 4) and torch.equal(out[:, :, 2:], q[:, :, 2:])        # outside the mask: untouched
+    inside = out[:, :, :2].permute(0, 2, 3, 1).reshape(-1, 3)
+    assert all(bool((cb == v).all(1).any()) for v in inside)                            # swapped vectors are codebook vectors
+    near = torch.cdist(z[0, :, :2].permute(1, 2, 0).reshape(-1, 3), cb).argsort(1)[:, :2]   # the nearest 5 % (2 of 40) are never picked
+    picked = torch.cdist(out[0, :, :2].permute(1, 2, 0).reshape(-1, 3), cb).argmin(1)
+    assert not bool((near == picked[:, None]).any())
+
+
+def test_dsr_modules():
+    dm = DiscreteModel(16, 32, 8)
+    x = _imgs(2, 64)
+    e = dm.encode(x)
+    assert e['q_lo'].shape == (2, 8, 8, 8) and e['q_hi'].shape == (2, 8, 16, 16) and dm.decode(e['q_lo'], e['q_hi']).shape == x.shape
+    dm.init_codebooks(x, torch.Generator().manual_seed(0))
+    z = dm.encode(x)['z_lo'].permute(0, 2, 3, 1).reshape(-1, 8)
+    cb = dm.vq_lo.codebook.weight.detach()
+    assert float((cb[:, None] - z[None]).abs().sum(-1).amin(1).max()) < 1e-6          # every code starts at a feature
+    assert SubspaceRestriction(8, 4)(e['q_hi']).shape == e['q_hi'].shape
+    b = code_anomalies(dm.eval(), x, generator=torch.Generator().manual_seed(1))
+    assert b['mask'].shape == (2, 1, 64, 64) and b['q_hi'].shape == e['q_hi'].shape
+
+
+def test_dsr_contract(tmp_path):
+    m = DSR(size=64, hidden=8, codebook_size=16, code_dim=8, restrict_width=4, detect_width=4, vq_epochs=1, epochs=1,
+            upsample_epochs=1, batch_size=4, seed=0).fit(_imgs(4), progress=False)
+    assert set(m.histories) == {'vq', 'restrict', 'upsample'} and 'ImageNet' in m.fit_stats['vq_model']
+    p = m.predict(_imgs(2, 64, seed=1))
+    assert p.maps.shape == (2, 64, 64) and 0 <= float(p.maps.min()) and float(p.maps.max()) <= 1
+    _round_trip(m, _imgs(2, 64, seed=2), tmp_path)
+    with pytest.raises(ValueError, match='multiple of 32'): DSR(size=48)
+    with pytest.raises(ValueError, match="'normal' or 'normal\+synthetic'"): DSR(vq_data='imagenet')
+
+
+def test_dsr_resumes_exactly(tmp_path):
+    _resumes_exactly(lambda: DSR(size=64, hidden=8, codebook_size=16, code_dim=8, restrict_width=4, detect_width=4, vq_epochs=2,
+                                 epochs=2, upsample_epochs=0, batch_size=4, seed=0), _imgs(4), tmp_path, kill_at=1)
