@@ -220,6 +220,7 @@ def stage_losses(self: DSR, stage: str, batch: dict) -> dict:
     l = focal_loss(self.nets.upsampler(torch.cat([s['object'], s['general'], coarse], 1)), m[:, 0])
     return {'loss': l, 'focal': l}
 
+# %% ../nbs/reconstruction/54_dsr.ipynb #5d6bf038
 @patch
 def learn(self: DSR, train_data, progress: bool = True, checkpoint_dir=None, **loop_kw):
     "Stage 1 (VQ model), stage 2 (restriction, object decoder, detector), stage 3 (upsampler), each with `fit_loop`."
