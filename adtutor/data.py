@@ -37,21 +37,39 @@ _noted = set()
 def _note_once(key, msg):
     if key not in _noted: _noted.add(key); warnings.warn(msg, stacklevel=3)
 
+def _gray_to_rgb(a: np.ndarray) -> Image.Image: return Image.fromarray(a.astype(np.uint8)).convert('RGB')
+
+def _deep_to_rgb(im: Image.Image, path: Path) -> Image.Image:
+    "16-bit ('I;16*', or 'I' within 0..65535) scaled by bit depth; float 'F' in [0, 1]; anything else is an error."
+    a = np.asarray(im, dtype=np.float64)
+    if im.mode.startswith('I;16') or (im.mode == 'I' and a.min() >= 0 and a.max() <= 65535):
+        return _gray_to_rgb(np.rint(a * (255 / 65535)))
+    if im.mode == 'F' and a.min() >= 0 and a.max() <= 1: return _gray_to_rgb(np.rint(a * 255))
+    raise ValueError(f'image {path} is mode {im.mode} with values {a.min():g}..{a.max():g}: its range is unknown '
+                     '(not 8- or 16-bit). Convert it to 8-bit or 16-bit PNG yourself, choosing the scaling.')
+
+def _alpha_to_rgb(im: Image.Image, path: Path) -> Image.Image:
+    "Composite over black; an alpha that is 0 everywhere is ignored (with a warning) and the RGB values kept."
+    rgba = im.convert('RGBA'); alpha = rgba.getchannel('A')
+    if alpha.getextrema() == (0, 0):
+        warnings.warn(f'{path} is fully transparent (alpha 0 everywhere): the alpha channel is ignored and its RGB values used.', stacklevel=4)
+        return rgba.convert('RGB')
+    bg = Image.new('RGB', im.size, (0, 0, 0)); bg.paste(rgba, mask=alpha)
+    return bg
+
 def read_image(path: str | os.PathLike) -> Image.Image:
-    "Open an image as RGB; corrupt files raise an error naming the file, other modes are converted with a note."
+    "Open an image as 8-bit RGB; corrupt files raise naming the file; other modes are converted (16-bit by bit depth, alpha over black)."
     path = Path(path)
     try:
         im = Image.open(path); im.load()
     except FileNotFoundError: raise FileNotFoundError(f'image {path} does not exist') from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f'cannot read image {path}: {e}. The file is corrupt or not an image: re-download it or delete it.') from None
-    if im.mode != 'RGB':
-        _note_once((path.parent, im.mode), f'images in {path.parent} are {im.mode}, not RGB (e.g. {path.name}); converting to RGB.')
-        if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info):
-            bg = Image.new('RGB', im.size, (0, 0, 0)); bg.paste(im.convert('RGBA'), mask=im.convert('RGBA').split()[-1]); im = bg
-        elif im.mode.startswith('I'): im = Image.fromarray((np.asarray(im, dtype=np.float64) / max(1, np.asarray(im).max()) * 255).astype(np.uint8)).convert('RGB')
-        else: im = im.convert('RGB')
-    return im
+    if im.mode == 'RGB': return im
+    _note_once((path.parent, im.mode), f'images in {path.parent} are {im.mode}, not RGB (e.g. {path.name}); converting to RGB.')
+    if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info): return _alpha_to_rgb(im, path)
+    if im.mode.startswith('I') or im.mode == 'F': return _deep_to_rgb(im, path)
+    return im.convert('RGB')
 
 def read_mask(path: str | os.PathLike, size: tuple[int, int] | None = None, image_path=None) -> Image.Image:
     "Open a mask as a binary 'L' image (0 / 255, any value > 0 is defect); with `size` (W, H) it must match its image."
@@ -72,11 +90,24 @@ def read_mask(path: str | os.PathLike, size: tuple[int, int] | None = None, imag
 # %% ../nbs/01_data.ipynb #16b09e49
 def _pair(s): return (s, s) if isinstance(s, int) else tuple(s)
 
+def _check_size(v, name: str, fix: str):
+    "`v` must be a positive int or a pair (H, W) of positive ints; else a ValueError naming `name` and the fix."
+    ok = lambda n: isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n > 0
+    if ok(v) or (isinstance(v, (tuple, list)) and len(v) == 2 and all(ok(n) for n in v)): return
+    raise ValueError(f'{name} must be a positive int or a pair (H, W) of positive ints, got {v!r}: {fix}')
+
 @dataclass
 class Transform:
     "Resize to `size` then (optionally) center-crop to `crop`; the mask gets the same geometry with nearest."
     size: int | tuple[int, int] = 256
     crop: int | tuple[int, int] | None = 224
+
+    def __post_init__(self):
+        _check_size(self.size, 'size', 'the side the images are resized to, e.g. size=256.')
+        if self.crop is None or self.crop is False: self.crop = None; return
+        _check_size(self.crop, 'crop', 'e.g. crop=224 after size=256, or crop=None for no crop.')
+        (h, w), (ch, cw) = _pair(self.size), _pair(self.crop)
+        if ch > h or cw > w: raise ValueError(f'crop {self.crop} is larger than the resized image (size {self.size}): use crop <= size, or crop=None.')
 
     @property
     def out_size(self) -> tuple[int, int]:
@@ -88,7 +119,6 @@ class Transform:
         im = im.resize((w, h), resample)
         if self.crop:
             ch, cw = _pair(self.crop)
-            if ch > h or cw > w: raise ValueError(f'crop {self.crop} is larger than the resized image {self.size}')
             top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
             im = im.crop((left, top, left + cw, top + ch))
         return im

@@ -104,7 +104,7 @@ def test_mvtec_errors(tmp_path):
 def test_bad_images_and_masks(tmp_path):
     mvtec_layout(tmp_path, n_train=1)
     g = tmp_path / 'bottle/train/good'
-    img(g / 'gray1.png', mode='L'); img(g / 'gray2.png', mode='L'); img(g / 'rgba.png', mode='RGBA'); img(g / 'pal.png', mode='P')
+    img(g / 'gray1.png', mode='L'); img(g / 'gray2.png', mode='L'); img(g / 'rgba.png', mode='RGBA', value=(128, 128, 128, 255)); img(g / 'pal.png', mode='P')
     img(g / 'g16.png', mode='I;16', value=1000)
     (g / 'zcorrupt.png').write_bytes(b'\x89PNG not really')
     ds = MVTecAD(tmp_path, 'bottle', 'train', 16, None)
