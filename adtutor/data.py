@@ -288,8 +288,24 @@ def _require_masks(samples: list[Sample], rule: str):
         raise FileNotFoundError(f'{len(missing)} defective test image(s) have no mask, e.g. {missing[0].path} '
                                 f'(looked for {missing[0].mask}). {rule}')
 
-def scan_mvtec(cat_dir: Path, split: str, mask_suffix: str = '_mask', sub: str = '', folder: str | None = None) -> list[Sample]:
-    "Samples of one MVTec-layout category folder (`sub`: per-defect image subfolder, 'rgb' for MVTec 3D-AD; `folder`: split folder name)."
+def _maskless_folders(samples: list[Sample], split_dir: Path, good_dir: str):
+    "Defect folders where no image has a mask: most likely normal test images in a folder not named `good_dir`."
+    has = {}
+    for s in samples:
+        if s.label: has[s.defect] = has.get(s.defect, False) or s.mask.is_file()
+    bare = [d for d, h in has.items() if not h]
+    if not bare: return
+    n = sum(s.label and s.defect in bare for s in samples)
+    where = ', '.join(f'{split_dir.name}/{d}' for d in bare)
+    looked = next(s.mask.parent for s in samples if s.label and s.defect == bare[0])
+    no_good = '' if (split_dir / good_dir).is_dir() else f' and there is no {split_dir.name}/{good_dir}/'
+    raise FileNotFoundError(f'{n} test image(s) in {where} have no mask at all (nothing in {looked}){no_good}. If they are normal '
+                            f"test images, move them to {split_dir.name}/{good_dir}/ (the MVTec layout: only that folder holds normal images) "
+                            f"or pass good_dir='{bare[0]}'; if they are defective, add their masks.")
+
+def scan_mvtec(cat_dir: Path, split: str, mask_suffix: str = '_mask', sub: str = '', folder: str | None = None,
+               good_dir: str = 'good') -> list[Sample]:
+    "Samples of one MVTec-layout category (`sub`: per-defect image subfolder, 'rgb' for MVTec 3D-AD; `folder`: split folder name; `good_dir`: the normal folder)."
     if folder is None: _check_split(split)
     cat_dir = Path(cat_dir); folder = folder or split
     split_dir = cat_dir / folder
@@ -298,8 +314,10 @@ def scan_mvtec(cat_dir: Path, split: str, mask_suffix: str = '_mask', sub: str =
                                 "An MVTec-layout category needs train/good/ and test/<defect>/ folders.")
     defects = _subdirs(split_dir)
     if split != 'test':
-        if 'good' not in defects: raise FileNotFoundError(f'{split_dir / "good"} is missing: normal images go in {folder}/good/.')
-        defects = ['good']
+        if good_dir not in defects:
+            raise FileNotFoundError(f'{split_dir / good_dir} is missing (found: {", ".join(defects) or "nothing"}): normal images go in '
+                                    f'{folder}/{good_dir}/' + ('' if good_dir != 'good' else ", or pass good_dir='<their folder>'") + '.')
+        defects = [good_dir]
     samples = []
     for d in defects:
         img_dir = split_dir / d / sub if sub else split_dir / d
@@ -307,12 +325,13 @@ def scan_mvtec(cat_dir: Path, split: str, mask_suffix: str = '_mask', sub: str =
         gt_dir = split_dir / d / 'gt' if sub else cat_dir / 'ground_truth' / d
         sfx = (mask_suffix, '') if mask_suffix else ('',)
         for p in list_images(img_dir):
-            if d == 'good': samples.append(Sample(p, 0, 'good'))
+            if d == good_dir: samples.append(Sample(p, 0, 'good'))
             else: samples.append(Sample(p, 1, d, find_mask(gt_dir, p.stem, sfx) or gt_dir / f'{p.stem}{mask_suffix}.png'))
     if split != 'test' and not samples:
         raise ValueError(f'the {folder} set {split_dir / "good"} holds no images: add normal images there (png, jpg, bmp or tif).')
     if split == 'test' and not samples:
-        raise ValueError(f'the test set {split_dir} holds no images: put normal test images in test/good/ and defective ones in test/<defect>/.')
+        raise ValueError(f'the test set {split_dir} holds no images: put normal test images in test/{good_dir}/ and defective ones in test/<defect>/.')
+    if split == 'test': _maskless_folders(samples, split_dir, good_dir)
     where = f'{"test/<defect>/gt/<name>" if sub else f"ground_truth/<defect>/<name>{mask_suffix}"}.png'
     _require_masks(samples, f'Every defective test image needs a binary mask in {where}: add the masks, or move the images out of the test split.')
     return samples
@@ -321,14 +340,14 @@ def _default_root(root, name) -> Path:
     return Path(root).expanduser() if root is not None else data_dir(name)
 
 class MVTecAD(AnomalyDataset):
-    "MVTec AD category `category` (`split` 'train' or 'test') from `root` (default `$ADTUTOR_DATA/mvtec_ad`)."
+    "MVTec AD category `category` (`split` 'train' or 'test') from `root` (default `$ADTUTOR_DATA/mvtec_ad`); `good_dir`: the normal folder."
     name, title, default_category, categories = 'mvtec_ad', 'MVTec AD', 'bottle', MVTEC_CATEGORIES
     mask_suffix, sub = '_mask', ''
-    def __init__(self, root=None, category: str | None = None, split: str = 'train', size=256, crop=224, **kw):
+    def __init__(self, root=None, category: str | None = None, split: str = 'train', size=256, crop=224, good_dir: str = 'good', **kw):
         self.root = _default_root(root, self.name)
-        self.category, self.split = category or self.default_category, split
+        self.category, self.split, self.good_dir = category or self.default_category, split, good_dir
         super().__init__(self._scan(_category_dir(self.root, self.category, self.title, self.categories)), size, crop, **kw)
-    def _scan(self, cat_dir: Path) -> list[Sample]: return scan_mvtec(cat_dir, self.split, self.mask_suffix, self.sub)
+    def _scan(self, cat_dir: Path) -> list[Sample]: return scan_mvtec(cat_dir, self.split, self.mask_suffix, self.sub, good_dir=self.good_dir)
 
 # %% ../nbs/01_data.ipynb #4a1c206b
 MPDD_CATEGORIES = ('bracket_black', 'bracket_brown', 'bracket_white', 'connector', 'metal_plate', 'tubes')
@@ -346,8 +365,8 @@ class MVTec3D(MVTecAD):
     name, title, default_category, categories = 'mvtec_3d', 'MVTec 3D-AD', 'bagel', MVTEC3D_CATEGORIES
     mask_suffix, sub = '', 'rgb'
     def _scan(self, cat_dir):
-        if self.split in ('val', 'validation'): return scan_mvtec(cat_dir, 'validation', '', 'rgb', folder='validation')
-        return scan_mvtec(cat_dir, self.split, '', 'rgb')
+        if self.split in ('val', 'validation'): return scan_mvtec(cat_dir, 'validation', '', 'rgb', folder='validation', good_dir=self.good_dir)
+        return scan_mvtec(cat_dir, self.split, '', 'rgb', good_dir=self.good_dir)
 
 # %% ../nbs/01_data.ipynb #dfe9e9a1
 def scan_btad(cat_dir: Path, split: str) -> list[Sample]:
