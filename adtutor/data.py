@@ -14,15 +14,16 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 from PIL import Image, UnidentifiedImageError
+from fastcore.basics import patch
 
 from .core import data_dir, cache_dir, atomic_path, is_quick
 
 # %% auto #0
-__all__ = ['IMG_EXTS', 'MVTEC_CATEGORIES', 'MVTEC_TEXTURES', 'MASK_EXTS', 'MPDD_CATEGORIES', 'MVTEC3D_CATEGORIES',
-           'BTAD_CATEGORIES', 'VISA_CATEGORIES', 'VISA_COLUMNS', 'DATASETS', 'list_images', 'read_image', 'read_mask',
-           'Transform', 'Sample', 'AnomalyDataset', 'clear_disk_cache', 'find_mask', 'scan_mvtec', 'MVTecAD', 'MPDD',
-           'MVTec3D', 'scan_btad', 'BTAD', 'scan_visa', 'VisA', 'scan_folder', 'Folder', 'load_dataset', 'quick_subset',
-           'get_data']
+__all__ = ['IMG_EXTS', 'CROP_LOSS_WARN', 'MVTEC_CATEGORIES', 'MVTEC_TEXTURES', 'MASK_EXTS', 'MPDD_CATEGORIES',
+           'MVTEC3D_CATEGORIES', 'BTAD_CATEGORIES', 'VISA_CATEGORIES', 'VISA_COLUMNS', 'DATASETS', 'list_images',
+           'read_image', 'read_mask', 'Transform', 'Sample', 'AnomalyDataset', 'clear_disk_cache', 'find_mask',
+           'scan_mvtec', 'MVTecAD', 'MPDD', 'MVTec3D', 'scan_btad', 'BTAD', 'scan_visa', 'VisA', 'scan_folder',
+           'Folder', 'load_dataset', 'quick_subset', 'get_data']
 
 # %% ../nbs/01_data.ipynb #ad1c360b
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
@@ -83,9 +84,12 @@ def read_mask(path: str | os.PathLike, size: tuple[int, int] | None = None, imag
     if size is not None and m.size != tuple(size):
         raise ValueError(f'mask {path} is {m.size[0]}x{m.size[1]} but its image {image_path or ""} is {size[0]}x{size[1]}: '
                          'masks must have the size of their image; regenerate the mask or fix the pairing.')
+    return Image.fromarray(_defect_pixels(m).view(np.uint8) * np.uint8(255), mode='L')
+
+def _defect_pixels(m: Image.Image) -> np.ndarray:
+    "Boolean [H, W]: pixels > 0 (palette/16-bit masks by value, colour masks by their grey level)."
     a = np.asarray(m.convert('L') if m.mode not in ('L', '1', 'P', 'I', 'I;16') else m)
-    if a.ndim == 3: a = a[..., 0]
-    return Image.fromarray(((a > 0) * 255).astype(np.uint8), mode='L')
+    return (a[..., 0] if a.ndim == 3 else a) > 0
 
 # %% ../nbs/01_data.ipynb #16b09e49
 def _pair(s): return (s, s) if isinstance(s, int) else tuple(s)
@@ -114,14 +118,18 @@ class Transform:
         "(H, W) of the output."
         return _pair(self.crop) if self.crop else _pair(self.size)
 
+    def crop_box(self) -> tuple[int, int, int, int]:
+        "(left, top, right, bottom) of the centre crop in the resized image (the whole image without crop)."
+        h, w = _pair(self.size)
+        if not self.crop: return (0, 0, w, h)
+        ch, cw = _pair(self.crop)
+        top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
+        return (left, top, left + cw, top + ch)
+
     def _geom(self, im: Image.Image, resample) -> Image.Image:
         h, w = _pair(self.size)
         im = im.resize((w, h), resample)
-        if self.crop:
-            ch, cw = _pair(self.crop)
-            top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
-            im = im.crop((left, top, left + cw, top + ch))
-        return im
+        return im.crop(self.crop_box()) if self.crop else im
 
     def image_u8(self, im: Image.Image) -> np.ndarray:
         "PIL RGB → uint8 array [H, W, 3]."
@@ -166,6 +174,7 @@ class AnomalyDataset(Dataset):
         self.cache_mode = _CACHE_MODES[cache]
         self._cache = {} if self.cache_mode == 'memory' else None
         self.check_masks = check_masks
+        self._warn_crop_loss()
 
     def __len__(self): return len(self.samples)
 
@@ -247,6 +256,35 @@ def clear_disk_cache() -> int:
     d = cache_dir('decoded'); n = sum(1 for p in d.rglob('*.npz'))
     shutil.rmtree(d, ignore_errors=True)
     return n
+
+# %% ../nbs/01_data.ipynb #fca1450b
+CROP_LOSS_WARN = 0.05   # warn when the crop removes more than this fraction of defect pixels on average
+
+@patch
+def crop_loss(self: AnomalyDataset) -> dict:
+    "Defect pixels the centre crop removes: `defective` (masks measured), `all_lost` (images left with none), `mean_lost`, `lost` {path: fraction}."
+    t = self.transform; box = t.crop_box()
+    lost = {}
+    for s in self.samples:
+        if not s.label or s.mask is None or not Path(s.mask).is_file(): continue
+        try: m = _defect_pixels(Image.open(s.mask).resize(_pair(t.size)[::-1], Image.NEAREST))   # nearest commutes with > 0
+        except (OSError, ValueError, UnidentifiedImageError): continue      # unreadable masks are check()'s business
+        total = int(m.sum())
+        if total: lost[s.path] = 1 - int(m[box[1]:box[3], box[0]:box[2]].sum()) / total
+    fr = np.array(list(lost.values()))
+    return dict(defective=len(lost), all_lost=int((fr == 1).sum()), mean_lost=float(fr.mean()) if len(fr) else 0.0, lost=lost)
+
+@patch
+def _warn_crop_loss(self: AnomalyDataset):
+    "Warn once, at construction, when the crop removes defects (nothing to measure without crop or masks)."
+    t = self.transform
+    if not t.crop or t.crop_box() == (0, 0, *_pair(t.size)[::-1]) or not any(s.label and s.mask is not None for s in self.samples): return
+    c = self.crop_loss()
+    if c['all_lost'] or c['mean_lost'] > CROP_LOSS_WARN:
+        warnings.warn(f"{type(self).__name__} {getattr(self, 'root', '')} ({getattr(self, 'split', '')}): resize {t.size} then centre-crop {t.crop} "
+                      f"removes every defect pixel from {c['all_lost']} of {c['defective']} defective images and {c['mean_lost']:.0%} of the "
+                      'defect pixels on average. Use crop=None (resize only) unless you reproduce a paper that crops; '
+                      'crop_loss() lists the images.', UserWarning, stacklevel=4)
 
 # %% ../nbs/01_data.ipynb #3fb9d4b2
 MVTEC_CATEGORIES = ('bottle', 'cable', 'capsule', 'carpet', 'grid', 'hazelnut', 'leather', 'metal_nut',
