@@ -20,10 +20,11 @@ from .core import data_dir, cache_dir, atomic_path, is_quick
 
 # %% auto #0
 __all__ = ['IMG_EXTS', 'CROP_LOSS_WARN', 'MVTEC_CATEGORIES', 'MVTEC_TEXTURES', 'MASK_EXTS', 'MPDD_CATEGORIES',
-           'MVTEC3D_CATEGORIES', 'BTAD_CATEGORIES', 'VISA_CATEGORIES', 'VISA_COLUMNS', 'DATASETS', 'list_images',
-           'read_image', 'read_mask', 'Transform', 'Sample', 'AnomalyDataset', 'clear_disk_cache', 'find_mask',
-           'scan_mvtec', 'MVTecAD', 'MPDD', 'MVTec3D', 'scan_btad', 'BTAD', 'scan_visa', 'VisA', 'scan_folder',
-           'Folder', 'load_dataset', 'quick_subset', 'get_data']
+           'MVTEC3D_CATEGORIES', 'BTAD_CATEGORIES', 'VISA_CATEGORIES', 'VISA_COLUMNS', 'MASK_SUFFIXES', 'PHOTO_EXTS',
+           'GENERIC_DIRS', 'DATASETS', 'list_images', 'read_image', 'read_mask', 'Transform', 'Sample',
+           'AnomalyDataset', 'clear_disk_cache', 'find_mask', 'scan_mvtec', 'MVTecAD', 'MPDD', 'MVTec3D', 'scan_btad',
+           'BTAD', 'scan_visa', 'VisA', 'is_binary_image', 'split_images_masks', 'scan_folder', 'Folder',
+           'load_dataset', 'quick_subset', 'get_data']
 
 # %% ../nbs/01_data.ipynb #ad1c360b
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
@@ -38,6 +39,7 @@ _noted = set()
 def _note_once(key, msg):
     if key not in _noted: _noted.add(key); warnings.warn(msg, stacklevel=3)
 
+# %% ../nbs/01_data.ipynb #63ae0ca4
 def _gray_to_rgb(a: np.ndarray) -> Image.Image: return Image.fromarray(a.astype(np.uint8)).convert('RGB')
 
 def _deep_to_rgb(im: Image.Image, path: Path) -> Image.Image:
@@ -72,6 +74,7 @@ def read_image(path: str | os.PathLike) -> Image.Image:
     if im.mode.startswith('I') or im.mode == 'F': return _deep_to_rgb(im, path)
     return im.convert('RGB')
 
+# %% ../nbs/01_data.ipynb #ab8ec533
 def read_mask(path: str | os.PathLike, size: tuple[int, int] | None = None, image_path=None) -> Image.Image:
     "Open a mask as a binary 'L' image (0 / 255, any value > 0 is defect); with `size` (W, H) it must match its image."
     path = Path(path)
@@ -100,6 +103,7 @@ def _check_size(v, name: str, fix: str):
     if ok(v) or (isinstance(v, (tuple, list)) and len(v) == 2 and all(ok(n) for n in v)): return
     raise ValueError(f'{name} must be a positive int or a pair (H, W) of positive ints, got {v!r}: {fix}')
 
+# %% ../nbs/01_data.ipynb #a70ffb5b
 @dataclass
 class Transform:
     "Resize to `size` then (optionally) center-crop to `crop`; the mask gets the same geometry with nearest."
@@ -162,6 +166,7 @@ class Sample:
 _CACHE_MODES = {False: None, None: None, True: 'memory', 'memory': 'memory', 'disk': 'disk'}
 _DISK_CACHE_VERSION = 1
 
+# %% ../nbs/01_data.ipynb #ec6c7edc
 class AnomalyDataset(Dataset):
     "Samples + transform → dict items `image`, `mask`, `label`, `defect`, `path`; `cache` False, True/'memory' or 'disk'."
     name = 'dataset'
@@ -183,28 +188,6 @@ class AnomalyDataset(Dataset):
         m = read_mask(s.mask, im.size if self.check_masks else None, s.path) if s.mask is not None else None
         return self.transform.image_u8(im), (self.transform.mask_u8(m) if m is not None else None)
 
-    def _disk_file(self, s: Sample) -> Path:
-        h = hashlib.sha1()
-        for p in (s.path, s.mask):
-            if p is None: h.update(b'|-'); continue
-            st = os.stat(p)
-            h.update(f'|{Path(p).resolve()}|{st.st_mtime_ns}|{st.st_size}'.encode())
-        h.update(f'|{self.transform.size}|{self.transform.crop}|{self.check_masks}|v{_DISK_CACHE_VERSION}'.encode())
-        k = h.hexdigest()
-        return cache_dir('decoded', k[:2]) / f'{k}.npz'
-
-    def _decode_cached(self, s: Sample):
-        try: f = self._disk_file(s)
-        except FileNotFoundError: return self._decode(s)  # reports the missing file clearly
-        if f.exists():
-            try:
-                with np.load(f) as z: return z['image'], (z['mask'] if 'mask' in z.files else None)
-            except Exception: pass  # a damaged entry is rebuilt
-        img, mask = self._decode(s)
-        with atomic_path(f) as tmp:
-            with open(tmp, 'wb') as fh: np.savez(fh, image=img, **({} if mask is None else {'mask': mask}))
-        return img, mask
-
     def __getitem__(self, i: int) -> dict:
         if self._cache is not None and i in self._cache: return self._cache[i]
         s = self.samples[i]
@@ -215,41 +198,69 @@ class AnomalyDataset(Dataset):
         if self._cache is not None: self._cache[i] = item
         return item
 
-    @property
-    def labels(self) -> np.ndarray: return np.array([s.label for s in self.samples], dtype=np.int64)
-    @property
-    def defects(self) -> list[str]: return [s.defect for s in self.samples]
-    @property
-    def paths(self) -> list[Path]: return [s.path for s in self.samples]
-    @property
-    def image_size(self) -> tuple[int, int]: return self.transform.out_size
-    @property
-    def has_masks(self) -> bool:
-        "True when every defective image has a ground-truth mask (pixel metrics are meaningful)."
-        return all(s.mask is not None for s in self.samples if s.label)
-
-    def summary(self):
-        "Counts per defect type (a pandas DataFrame)."
-        import pandas as pd
-        df = pd.DataFrame({'defect': self.defects, 'label': self.labels, 'has_mask': [s.mask is not None for s in self.samples]})
-        return df.groupby('defect').agg(images=('label', 'size'), defective=('label', 'sum'), masks=('has_mask', 'sum'))
-
-    def check(self, verbose: bool = True) -> list[str]:
-        "Decode every image and mask once; return (and print) every problem found instead of stopping at the first."
-        problems = []
-        for s in self.samples:
-            try:
-                im = read_image(s.path)
-                if s.mask is not None: read_mask(s.mask, im.size if self.check_masks else None, s.path)
-            except (ValueError, FileNotFoundError) as e: problems.append(str(e))
-        if verbose:
-            print(f'{type(self).__name__}: {len(self)} images checked, ' + (f'{len(problems)} problem(s):' if problems else 'no problems'))
-            for p in problems: print('  -', p)
-        return problems
-
     def __repr__(self):
         n1 = int(self.labels.sum()) if len(self) else 0
         return f'{type(self).__name__}({getattr(self, "root", "")}, {len(self)} images: {len(self) - n1} good, {n1} defective; {self.image_size[0]}x{self.image_size[1]})'
+
+# %% ../nbs/01_data.ipynb #54ec814a
+@patch(as_prop=True)
+def labels(self: AnomalyDataset) -> np.ndarray: return np.array([s.label for s in self.samples], dtype=np.int64)
+@patch(as_prop=True)
+def defects(self: AnomalyDataset) -> list[str]: return [s.defect for s in self.samples]
+@patch(as_prop=True)
+def paths(self: AnomalyDataset) -> list[Path]: return [s.path for s in self.samples]
+@patch(as_prop=True)
+def image_size(self: AnomalyDataset) -> tuple[int, int]: return self.transform.out_size
+@patch(as_prop=True)
+def has_masks(self: AnomalyDataset) -> bool:
+    "True when every defective image has a ground-truth mask (pixel metrics are meaningful)."
+    return all(s.mask is not None for s in self.samples if s.label)
+
+@patch
+def summary(self: AnomalyDataset):
+    "Counts per defect type (a pandas DataFrame)."
+    import pandas as pd
+    df = pd.DataFrame({'defect': self.defects, 'label': self.labels, 'has_mask': [s.mask is not None for s in self.samples]})
+    return df.groupby('defect').agg(images=('label', 'size'), defective=('label', 'sum'), masks=('has_mask', 'sum'))
+
+@patch
+def check(self: AnomalyDataset, verbose: bool = True) -> list[str]:
+    "Decode every image and mask once; return (and print) every problem found instead of stopping at the first."
+    problems = []
+    for s in self.samples:
+        try:
+            im = read_image(s.path)
+            if s.mask is not None: read_mask(s.mask, im.size if self.check_masks else None, s.path)
+        except (ValueError, FileNotFoundError) as e: problems.append(str(e))
+    if verbose:
+        print(f'{type(self).__name__}: {len(self)} images checked, ' + (f'{len(problems)} problem(s):' if problems else 'no problems'))
+        for p in problems: print('  -', p)
+    return problems
+
+# %% ../nbs/01_data.ipynb #6c96d667
+@patch
+def _disk_file(self: AnomalyDataset, s: Sample) -> Path:
+    h = hashlib.sha1()
+    for p in (s.path, s.mask):
+        if p is None: h.update(b'|-'); continue
+        st = os.stat(p)
+        h.update(f'|{Path(p).resolve()}|{st.st_mtime_ns}|{st.st_size}'.encode())
+    h.update(f'|{self.transform.size}|{self.transform.crop}|{self.check_masks}|v{_DISK_CACHE_VERSION}'.encode())
+    k = h.hexdigest()
+    return cache_dir('decoded', k[:2]) / f'{k}.npz'
+
+@patch
+def _decode_cached(self: AnomalyDataset, s: Sample):
+    try: f = self._disk_file(s)
+    except FileNotFoundError: return self._decode(s)  # reports the missing file clearly
+    if f.exists():
+        try:
+            with np.load(f) as z: return z['image'], (z['mask'] if 'mask' in z.files else None)
+        except Exception: pass  # a damaged entry is rebuilt
+    img, mask = self._decode(s)
+    with atomic_path(f) as tmp:
+        with open(tmp, 'wb') as fh: np.savez(fh, image=img, **({} if mask is None else {'mask': mask}))
+    return img, mask
 
 def clear_disk_cache() -> int:
     "Delete every entry of the decoded-image disk cache; returns how many files were removed."
@@ -257,7 +268,7 @@ def clear_disk_cache() -> int:
     shutil.rmtree(d, ignore_errors=True)
     return n
 
-# %% ../nbs/01_data.ipynb #fca1450b
+# %% ../nbs/01_data.ipynb #448a1f6d
 CROP_LOSS_WARN = 0.05   # warn when the crop removes more than this fraction of defect pixels on average
 
 @patch
@@ -326,6 +337,7 @@ def _require_masks(samples: list[Sample], rule: str):
         raise FileNotFoundError(f'{len(missing)} defective test image(s) have no mask, e.g. {missing[0].path} '
                                 f'(looked for {missing[0].mask}). {rule}')
 
+# %% ../nbs/01_data.ipynb #f14ea981
 def _maskless_folders(samples: list[Sample], split_dir: Path, good_dir: str):
     "Defect folders where no image has a mask: most likely normal test images in a folder not named `good_dir`."
     has = {}
@@ -374,6 +386,7 @@ def scan_mvtec(cat_dir: Path, split: str, mask_suffix: str = '_mask', sub: str =
     _require_masks(samples, f'Every defective test image needs a binary mask in {where}: add the masks, or move the images out of the test split.')
     return samples
 
+# %% ../nbs/01_data.ipynb #247ebf58
 def _default_root(root, name) -> Path:
     return Path(root).expanduser() if root is not None else data_dir(name)
 
@@ -487,7 +500,43 @@ class VisA(AnomalyDataset):
                                     'https://github.com/amazon-science/spot-diff/tree/main/split_csv).')
         super().__init__(samples, size, crop, **kw)
 
-# %% ../nbs/01_data.ipynb #a6f2aaff
+# %% ../nbs/01_data.ipynb #82ad6a18
+MASK_SUFFIXES = ('_mask', '_gt', '_label', '_seg')
+PHOTO_EXTS = ('.jpg', '.jpeg', '.webp')   # lossy: never a mask by the same-stem rule
+GENERIC_DIRS = ('img', 'imgs', 'image', 'images', 'rgb', 'pics', 'pictures', 'photos')
+
+def is_binary_image(p: str | os.PathLike) -> bool:
+    "At most 2 distinct pixel values (a mask, not a photo); opens only this file."
+    try:
+        with Image.open(p) as im:
+            if im.mode in ('I', 'F') or im.mode.startswith('I;'): return np.unique(np.asarray(im)).size <= 2
+            return im.getcolors(2) is not None
+    except (OSError, ValueError, UnidentifiedImageError): return False
+
+def _mask_base(stem: str, stems) -> str | None:
+    "The image stem a suffixed mask belongs to (`x_mask` → `x`) when that image exists, else None."
+    return next((stem[:-len(s)] for s in MASK_SUFFIXES if stem.lower().endswith(s) and stem[:-len(s)] in stems), None)
+
+def split_images_masks(files: Sequence[Path]) -> tuple[list[Path], dict[Path, Path], list[tuple[Path, str]]]:
+    "Separate images from masks stored beside them: (images, {image: its mask}, [(mask file, why it is no image)])."
+    by_stem = {}
+    for p in map(Path, files): by_stem.setdefault(p.stem, []).append(p)
+    why, mask_of_stem = {}, {}
+    for stem, group in by_stem.items():
+        if (base := _mask_base(stem, by_stem)) is not None:
+            for q in group: why[q] = f'mask of {base} (name ends in {stem[len(base):]})'
+            mask_of_stem.setdefault(base, group[0]); continue
+        if len(group) < 2 and not any(stem.lower().endswith(s) for s in MASK_SUFFIXES): continue
+        cands = [q for q in group if q.suffix.lower() not in PHOTO_EXTS]
+        binary = [q for q in cands if is_binary_image(q)]
+        if len(group) == 1 and binary: why[group[0]] = 'a mask (name ends in a mask suffix, 2 pixel values) without its image'
+        elif 0 < len(binary) < len(group):
+            for q in binary: why[q] = f'mask of {stem} (same name, at most 2 pixel values)'
+            mask_of_stem.setdefault(stem, binary[0])
+    images = [p for p in map(Path, files) if p not in why]
+    return images, {p: mask_of_stem[p.stem] for p in images if p.stem in mask_of_stem}, [(p, why[p]) for p in map(Path, files) if p in why]
+
+# %% ../nbs/01_data.ipynb #62b47b58
 def _held_out(paths: list[Path], fraction: float, seed: int) -> set[Path]:
     "A deterministic `fraction` of `paths` (at least one, never all) chosen by a hash of file name and seed."
     if not 0 <= fraction < 1: raise ValueError(f'test_fraction must be in [0, 1), got {fraction}')
@@ -496,9 +545,52 @@ def _held_out(paths: list[Path], fraction: float, seed: int) -> set[Path]:
     order = sorted(paths, key=lambda p: hashlib.sha1(f'{seed}/{p.name}'.encode()).hexdigest())
     return set(order[:k])
 
+def _scan_dir(folder: Path, role: str, report: list | None) -> tuple[list[Path], dict[Path, Path]]:
+    "Images of `folder` without the masks stored beside them (recorded in `report`: folder, role, counts, skipped files)."
+    files = list_images(folder); images, pairs, skipped = split_images_masks(files)
+    if report is not None:
+        other = [(p, 'hidden file' if p.name.startswith('.') else f'not an image ({p.suffix or "no extension"})')
+                 for p in sorted(folder.iterdir()) if p.is_file() and p not in set(files)]
+        report.append(dict(folder=folder, role=role, images=len(images), masks=0, skipped=skipped + other))
+    return images, pairs
+
+def _defect_type(folder: Path, names: dict[Path | str, str], used: set) -> str:
+    "`names` by resolved folder or folder name, else the folder's name, or its parent's when that name is generic."
+    for k in (folder.resolve(), folder.name):
+        if k in names: used.add(k); return names[k]
+    return folder.parent.name if folder.name.lower() in GENERIC_DIRS else folder.name
+
+def _check_defect_names(names: dict, used: set, given: dict):
+    unused = [given[k] for k in names if k not in used]
+    if unused: raise ValueError(f"defect_names keys {', '.join(map(repr, unused))} match no defect folder read: use the folders "
+                                'as given in abnormal_dir= (e.g. {"MT_Blowhole/Imgs": "blowhole"}) or a defect folder name.')
+
+# %% ../nbs/01_data.ipynb #a7eccd5f
+def _find_defect_mask(p: Path, rel: Path, a: Path, masks: Path | None, beside: dict[Path, Path]) -> Path | None:
+    "Mask of defective image `p`: beside it (same folder), else in `masks` by file stem; a placeholder path when missing."
+    if masks is None: return beside.get(p)
+    for d in dict.fromkeys([masks / rel, masks / a.name / rel, masks / a.name, masks]):
+        q = beside.get(p) if d.resolve() == p.parent.resolve() else find_mask(d, p.stem)
+        if q is not None: return q
+    return beside.get(p) or masks / rel / f'{p.stem}.png'
+
+def _scan_defects(a: Path, masks: Path | None, skip: set, names: dict, used: set, report: list | None) -> list[Sample]:
+    "Defective samples of folder `a`: its own images and those of its subfolders (each a defect type)."
+    if not a.is_dir():
+        raise FileNotFoundError(f"defective image folder {a} is missing (folders in {a.parent}: {', '.join(_subdirs(a.parent)) or 'none'}). Fix abnormal_dir=.")
+    samples = []
+    for f, rel in [(a, Path())] + [(a / d, Path(d)) for d in _subdirs(a) if (a / d).resolve() not in skip]:
+        defect = _defect_type(f, names, used)
+        images, beside = _scan_dir(f, defect, report)
+        samples += [Sample(p, 1, defect, _find_defect_mask(p, rel, a, masks, beside)) for p in images]
+        if report is not None: report[-1]['masks'] = sum(1 for s in samples[len(samples) - len(images):] if s.mask is not None and s.mask.is_file())
+    if not samples: raise ValueError(f'{a} holds no images (nor subfolders of images): put the defective images there.')
+    return samples
+
+# %% ../nbs/01_data.ipynb #1b8ce7dd
 def scan_folder(base: Path, split: str, normal_dir='good', abnormal_dir=None, mask_dir=None, normal_test_dir=None,
-                test_fraction: float = 0.2, seed: int = 0) -> list[Sample]:
-    "Samples of a user's folder: normal images, defective images (subfolders = defect types), optional masks by file stem."
+                test_fraction: float = 0.2, seed: int = 0, defect_names: dict | None = None, report: list | None = None) -> list[Sample]:
+    "Samples of a user's folder: normal images, defective images (subfolders = defect types), masks beside them or by file stem."
     _check_split(split); base = Path(base)
     if not base.is_dir(): raise FileNotFoundError(f'{base} does not exist: pass the folder that holds your images as root=')
     sub = lambda d: Path(d) if Path(d).is_absolute() else base / d
@@ -506,7 +598,7 @@ def scan_folder(base: Path, split: str, normal_dir='good', abnormal_dir=None, ma
     if not normal.is_dir():
         raise FileNotFoundError(f"normal image folder {normal} is missing (folders in {base}: {', '.join(_subdirs(base)) or 'none'}). "
                                 'Pass normal_dir= (the folder of defect-free images).')
-    normals = list_images(normal)
+    normals, _ = _scan_dir(normal, 'normal', report)
     if normal_test_dir is None:
         if len(normals) < 2 and test_fraction > 0:
             raise ValueError(f'{normal} holds {len(normals)} image(s): at least 2 are needed to hold some out for testing '
@@ -520,44 +612,61 @@ def scan_folder(base: Path, split: str, normal_dir='good', abnormal_dir=None, ma
     if normal_test_dir is not None:
         nt = sub(normal_test_dir)
         if not nt.is_dir(): raise FileNotFoundError(f'normal test folder {nt} is missing: fix normal_test_dir= or leave it out to hold out a fraction of {normal}.')
-        samples = [Sample(p, 0, 'good') for p in list_images(nt)]
+        samples = [Sample(p, 0, 'good') for p in _scan_dir(nt, 'normal (test)', report)[0]]
     else: samples = [Sample(p, 0, 'good') for p in normals if p in held]
     if abnormal_dir is None:
         raise ValueError(f'the test split needs defective images: pass abnormal_dir= (a folder under {base}, or a list of folders).')
     masks = sub(mask_dir) if mask_dir is not None else None
     if masks is not None and not masks.is_dir(): raise FileNotFoundError(f'mask folder {masks} is missing: fix mask_dir= or leave it out.')
+    given = {(sub(k).resolve() if sub(k).is_dir() else str(k)): k for k in (defect_names or {})}
+    names, used = {k: (defect_names or {})[v] for k, v in given.items()}, set()
+    skip = {x.resolve() for x in (masks, normal) if x is not None}   # a mask folder inside the defect folder is no defect type
     for a in ([abnormal_dir] if isinstance(abnormal_dir, (str, os.PathLike)) else list(abnormal_dir)):
-        a = sub(a)
-        if not a.is_dir():
-            raise FileNotFoundError(f"defective image folder {a} is missing (folders in {a.parent}: {', '.join(_subdirs(a.parent)) or 'none'}). Fix abnormal_dir=.")
-        skip = {x.resolve() for x in (masks, normal) if x is not None}   # a mask folder inside the defect folder is no defect type
-        in_masks = lambda f: masks is not None and (f.resolve() == masks.resolve() or masks.resolve() in f.resolve().parents)
-        imgs = lambda f: [p for p in list_images(f) if not (in_masks(f) and p.stem.endswith('_mask'))]   # masks beside images
-        found = [(p, a.name, Path()) for p in imgs(a)] + \
-                [(p, d, Path(d)) for d in _subdirs(a) if (a / d).resolve() not in skip for p in imgs(a / d)]
-        if not found: raise ValueError(f'{a} holds no images (nor subfolders of images): put the defective images there.')
-        for p, defect, rel in found:
-            m = None
-            if masks is not None:
-                dirs = list(dict.fromkeys([masks / rel, masks / a.name / rel, masks / a.name, masks]))
-                sfx = lambda d: ('_mask',) if d.resolve() == p.parent.resolve() else ('', '_mask')   # never the image itself
-                m = next((q for d in dirs if (q := find_mask(d, p.stem, sfx(d))) is not None), masks / rel / f'{p.stem}.png')
-            samples.append(Sample(p, 1, defect, m))
+        samples += _scan_defects(sub(a), masks, skip, names, used, report)
+    _check_defect_names(names, used, given)
     _require_masks(samples, f'With mask_dir= every defective image needs a mask of the same file name (x.png or x_mask.png) in {masks} '
-                            '(or in a subfolder named like its defect folder); add it, or leave mask_dir out to skip pixel metrics.')
+                            '(or in a subfolder named like its defect folder, or beside the image); add it, or leave mask_dir out to skip pixel metrics.')
     return samples
 
+# %% ../nbs/01_data.ipynb #c72ec0e8
 class Folder(AnomalyDataset):
-    "Your own data: `normal_dir` (+ `abnormal_dir`, optional `mask_dir`, `normal_test_dir`) under `root`/`category`."
+    "Your own data: `normal_dir` (+ `abnormal_dir`, optional `mask_dir`, `normal_test_dir`, `defect_names`) under `root`/`category`."
     name, title, default_category, categories = 'folder', 'Folder', None, ()
     def __init__(self, root=None, category: str | None = None, split: str = 'train', size=256, crop=224,
                  normal_dir: str = 'good', abnormal_dir: str | Sequence[str] | None = None, mask_dir: str | None = None,
-                 normal_test_dir: str | None = None, test_fraction: float = 0.2, seed: int = 0, **kw):
+                 normal_test_dir: str | None = None, test_fraction: float = 0.2, seed: int = 0,
+                 defect_names: dict[str, str] | None = None, **kw):
         base = Path(root).expanduser() if root is not None else data_dir()
         self.root = base / category if category else base
-        self.category, self.split = category, split
-        super().__init__(scan_folder(self.root, split, normal_dir, abnormal_dir, mask_dir, normal_test_dir, test_fraction, seed),
-                         size, crop, **kw)
+        self.category, self.split, self.report = category, split, []
+        super().__init__(scan_folder(self.root, split, normal_dir, abnormal_dir, mask_dir, normal_test_dir, test_fraction, seed,
+                                     defect_names, self.report), size, crop, **kw)
+        self._warn_skipped()
+
+@patch
+def found(self: Folder, verbose: bool = True) -> list[dict]:
+    "What the scan found, one row per folder read: `folder` (relative to root), `role`, `images`, `masks` paired, `skipped` files (and why)."
+    rel = lambda f: Path(os.path.relpath(f, self.root)).as_posix()
+    rows = [dict(folder=rel(r['folder']), role=r['role'], images=r['images'], masks=r['masks'], skipped=len(r['skipped']),
+                 why=[(rel(p), w) for p, w in r['skipped']]) for r in self.report]
+    if verbose:
+        print(f'{type(self).__name__} {self.root} ({self.split}): {len(self)} images used')
+        for r in rows:
+            print(f"  {r['folder']:<28} {r['role']:<16} {r['images']:5d} images found {r['masks']:5d} masks paired {r['skipped']:5d} files skipped")
+            for p, w in r['why'][:3]: print(f'      skipped {p}: {w}')
+            if r['skipped'] > 3: print(f"      ... and {r['skipped'] - 3} more")
+    return rows
+
+@patch
+def _warn_skipped(self: Folder):
+    "One warning per dataset when files were not taken as images (masks stored beside them)."
+    rows = [dict(r, why=[(p, w) for p, w in r['why'] if w.startswith('mask') or w.startswith('a mask')]) for r in self.found(verbose=False)]
+    rows = [dict(r, skipped=len(r['why'])) for r in rows if r['why']]
+    if rows:
+        per = ', '.join(f"{r['folder']}: {r['skipped']}" for r in rows)
+        warnings.warn(f"{self.root} ({self.split}): {sum(r['skipped'] for r in rows)} file(s) look like masks stored beside images and "
+                      f"were not used as images ({per}), e.g. "
+                      f"{rows[0]['why'][0][0]}: {rows[0]['why'][0][1]}. found() lists every folder.", UserWarning, stacklevel=3)
 
 # %% ../nbs/01_data.ipynb #93a1b3b6
 DATASETS = {'mvtec': MVTecAD, 'mvtec_ad': MVTecAD, 'visa': VisA, 'btad': BTAD, 'btech': BTAD, 'mpdd': MPDD,
