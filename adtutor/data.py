@@ -692,6 +692,8 @@ def load_dataset(data: str = 'builtin', category: str | None = None, split: str 
 def quick_subset(ds: AnomalyDataset, n_per_type: int, seed: int = 0) -> AnomalyDataset:
     "A copy of `ds` keeping at most `n_per_type` samples of each defect type (deterministic, spread out)."
     import copy
+    if not isinstance(n_per_type, int) or n_per_type < 1:
+        raise ValueError(f'n_per_type (get_data: n_train_quick / n_test_quick) must be a positive int, got {n_per_type!r}: e.g. 4.')
     by = {}
     for s in ds.samples: by.setdefault(s.defect, []).append(s)
     keep = []

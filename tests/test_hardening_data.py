@@ -158,3 +158,9 @@ def test_bad_size_and_crop_raise_clear_errors(tmp_path, kw, word):
     with pytest.raises(ValueError, match=word): Transform(**kw)
     kw = {'crop': None, **kw}
     with pytest.raises(ValueError, match=word): MVTecAD(tmp_path, 'cat', 'train', **kw)
+
+def test_quick_subset_size_checked(tmp_path):
+    for i in range(3): img(tmp_path / f'cat/train/good/{i}.png', seed=i); img(tmp_path / f'cat/test/good/{i}.png', seed=i)
+    assert len(D.get_data(str(tmp_path), 'cat', 32, None, quick=True, n_train_quick=1)[0]) == 1
+    with pytest.raises(ValueError, match='n_train_quick'):
+        D.get_data(str(tmp_path), 'cat', 32, None, quick=True, n_train_quick=0)
