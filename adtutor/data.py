@@ -292,7 +292,8 @@ def _warn_crop_loss(self: AnomalyDataset):
     if not t.crop or t.crop_box() == (0, 0, *_pair(t.size)[::-1]) or not any(s.label and s.mask is not None for s in self.samples): return
     c = self.crop_loss()
     if c['all_lost'] or c['mean_lost'] > CROP_LOSS_WARN:
-        warnings.warn(f"{type(self).__name__} {getattr(self, 'root', '')} ({getattr(self, 'split', '')}): resize {t.size} then centre-crop {t.crop} "
+        where = ' '.join(str(x) for x in (getattr(self, 'root', None), getattr(self, 'split', None)) if x is not None)
+        warnings.warn(f"{type(self).__name__}{' ' + where if where else ''}: resize {t.size} then centre-crop {t.crop} "
                       f"removes every defect pixel from {c['all_lost']} of {c['defective']} defective images and {c['mean_lost']:.0%} of the "
                       'defect pixels on average. Use crop=None (resize only) unless you reproduce a paper that crops; '
                       'crop_loss() lists the images.', UserWarning, stacklevel=4)
