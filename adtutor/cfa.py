@@ -52,6 +52,7 @@ def cfa_score(d2: Tensor, k: int = 3) -> Tensor:
 # %% ../nbs/memory_bank/13_cfa.ipynb #909d797e
 class CFA(BackboneMixin, AnomalyModel):
     "CFA (Lee et al., 2022): a CoordConv patch descriptor trained to pull normal patch features into hyperspheres around fixed memory-bank centroids."
+    fixed_input_size = True   # CoordConv and centroids belong to the fit feature grid: predict refuses other image sizes
     def __init__(self, backbone: str = 'tf_efficientnet_lite0', layers: list[str] | None = None, weights: str | None = 'imagenet',
                  gamma_c: int = 1, gamma_d: int = 1, num_nearest_neighbors: int = 3, num_hard_negatives: int = 3,
                  radius: float = 1e-5, alpha: float = 0.1, epochs: int = 30, patience: int | None = 5, val_fraction: float = 0.1,

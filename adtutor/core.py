@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #76bb7bee
 from __future__ import annotations
-import os, sys, json, time, random, inspect, difflib, importlib, tempfile, threading, contextlib, ctypes, platform, warnings
+import os, sys, json, math, time, random, hashlib, inspect, difflib, importlib, tempfile, threading, contextlib, contextvars, ctypes, platform, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -15,11 +15,11 @@ from torch import nn, Tensor
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['COMBINE_MODES', 'SMALL_BATCH', 'MODEL_FORMAT', 'fix_malloc', 'seed_everything', 'get_device', 'is_quick', 'repo_root',
-           'cache_dir', 'data_dir', 'nbs_dir', 'all_notebooks', 'cell_source', 'atomic_path', 'atomic_write_text',
-           'atomic_write_json', 'rss_bytes', 'ResourceMonitor', 'iter_batches', 'num_images', 'Prediction',
-           'gaussian_blur', 'upsample', 'combine_maps', 'check_train_data', 'AnomalyModel', 'torch_threads',
-           'threads_for', 'MeanImage', 'env_info', 'git_commit']
+__all__ = ['COMBINE_MODES', 'POSITIVE_SETTINGS', 'SMALL_BATCH', 'MODEL_FORMAT', 'OLD_FORMATS', 'fix_malloc', 'seed_everything',
+           'get_device', 'is_quick', 'repo_root', 'cache_dir', 'data_dir', 'nbs_dir', 'all_notebooks', 'cell_source',
+           'atomic_path', 'atomic_write_text', 'atomic_write_json', 'rss_bytes', 'ResourceMonitor', 'check_pixels',
+           'iter_batches', 'num_images', 'Prediction', 'gaussian_blur', 'upsample', 'combine_maps', 'check_train_data',
+           'AnomalyModel', 'torch_threads', 'threads_for', 'model_sha256', 'MeanImage', 'env_info', 'git_commit']
 
 # %% ../nbs/00_core.ipynb #fede4088
 def fix_malloc(threshold: int = 1 << 20) -> bool:
@@ -160,6 +160,33 @@ class ResourceMonitor:
     def peak_mb(self) -> float: return self.peak / 2**20
     def __repr__(self): return f'ResourceMonitor({getattr(self, "seconds", float("nan")):.3f} s, peak {self.peak_mb:.0f} MiB)'
 
+# %% ../nbs/00_core.ipynb #h14c0002
+_fit_context = contextvars.ContextVar('adtutor_fit_context', default=None)   # set by `fit`: its name, the image sizes seen
+
+def _range_hint(lo: float, hi: float) -> str:
+    if lo < -0.05: return 'negative values look normalised already (e.g. ImageNet mean/std): pass unnormalised images (each model normalises for its backbone)'
+    if hi > 1.5: return 'they look like 0-255 pixel values: pass `images / 255`'
+    return 'clamp them with `images.clamp(0, 1)` (antialiased or bicubic resizing can overshoot)'
+
+def check_pixels(images: Tensor, name: str | None = None, paths=None, start: int = 0) -> Tensor:
+    "`images` unchanged if float, finite and in [0, 1] (one min/max); else a `ValueError` naming `name`, the file (`paths`) and the fix."
+    ctx = _fit_context.get()
+    name = name or (ctx['name'] if ctx else 'images')
+    if not images.is_floating_point():
+        fix = 'images.float() / 255' if images.dtype == torch.uint8 else 'float images scaled to [0, 1]'
+        raise ValueError(f'{name} got {images.dtype} images; adtutor expects float images in [0, 1]: pass `{fix}`')
+    if ctx is not None and images.ndim == 4: ctx['sizes'].add(tuple(images.shape[-2:]))
+    if not images.numel(): return images
+    lo, hi = (float(v) for v in torch.aminmax(images.detach()))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        i = int((~torch.isfinite(images.detach().flatten(1))).any(1).nonzero()[0, 0]) if images.ndim > 1 else 0
+        where = str(paths[i]) if paths is not None else f'image {start + i}'
+        raise ValueError(f'{name}: {where} has NaN or inf pixel values; a model fitted on it scores NaN. Fix or drop that file '
+                         '(or `torch.nan_to_num` the tensor)')
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f'{name} got pixel values in [{lo:.3g}, {hi:.3g}], expected [0, 1]: {_range_hint(lo, hi)}')
+    return images
+
 # %% ../nbs/00_core.ipynb #06e09a9b
 def _as_batch(b) -> dict:
     if isinstance(b, dict): return b
@@ -168,12 +195,13 @@ def _as_batch(b) -> dict:
     raise TypeError(f'cannot read a batch of type {type(b).__name__}; expected a dict with an "image" key or an image tensor')
 
 def iter_batches(data, batch_size: int = 16, num_workers: int = 0) -> Iterator[dict]:
-    "Yield dict batches (key `image`: `[B, 3, H, W]` float in [0, 1]) from a dataset, loader, list or tensor."
+    "Yield dict batches (key `image`: `[B, 3, H, W]` float in [0, 1], checked by `check_pixels`) from a dataset, loader, list or tensor."
     from torch.utils.data import DataLoader, Dataset
+    if not (isinstance(batch_size, int) and batch_size >= 1): raise ValueError(f'batch_size must be an integer >= 1, got {batch_size!r}')
     if isinstance(data, Tensor):
         if data.ndim == 3: data = data[None]
         if data.ndim != 4 or data.shape[1] != 3: raise ValueError(f'expected images [N, 3, H, W], got a tensor of shape {tuple(data.shape)}')
-        for i in range(0, len(data), batch_size): yield {'image': data[i:i + batch_size]}
+        for i in range(0, len(data), batch_size): yield {'image': check_pixels(data[i:i + batch_size], start=i)}
         return
     if isinstance(data, DataLoader): loader = data
     elif isinstance(data, (Dataset, list, tuple)):
@@ -181,7 +209,10 @@ def iter_batches(data, batch_size: int = 16, num_workers: int = 0) -> Iterator[d
         if isinstance(data, (list, tuple)) and isinstance(data[0], Tensor): data = [{'image': t} for t in data]
         loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     else: raise TypeError(f'cannot iterate images from {type(data).__name__}; pass a dataset, DataLoader, list of tensors or tensor')
-    for b in loader: yield _as_batch(b)
+    seen = 0
+    for b in loader:
+        b = _as_batch(b); check_pixels(b['image'], paths=b.get('path'), start=seen); seen += len(b['image'])
+        yield b
 
 def num_images(data) -> int:
     "Number of images in `data` (dataset, loader, list or tensor)."
@@ -202,8 +233,9 @@ class Prediction:
 
 # %% ../nbs/00_core.ipynb #66c29124
 def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
-    "Gaussian-smooth maps `[B, H, W]` with standard deviation `sigma` (pixels), reflect padding, kernel truncated at 4σ."
-    if sigma <= 0: return maps
+    "Gaussian-smooth maps `[B, H, W]` with standard deviation `sigma` (pixels; 0 = unchanged), reflect padding, kernel truncated at 4σ."
+    if not sigma >= 0: raise ValueError(f'blur_sigma must be >= 0 (pixels; 0 = no blur), got {sigma!r}')
+    if sigma == 0: return maps
     r = int(4 * sigma + 0.5)
     x = torch.arange(-r, r + 1, dtype=torch.float32, device=maps.device)
     k = torch.exp(-x ** 2 / (2 * sigma ** 2)); k = (k / k.sum()).to(maps.dtype)
@@ -254,7 +286,20 @@ def _config_of(cls, args, kwargs) -> dict:
     bound = sig.bind(None, *args, **kwargs); bound.apply_defaults()
     cfg = dict(bound.arguments); cfg.pop('self', None)
     if 'kwargs' in cfg: cfg.update(cfg.pop('kwargs'))
+    _check_settings(cls, cfg)
     return cfg
+
+POSITIVE_SETTINGS = ('batch_size', 'proj_dim', 'target_dim')   # integers >= 1 wherever a method has them (None/'auto' pass)
+
+def _check_settings(cls, cfg: dict):
+    "Settings that mean the same in every method, checked by name before the constructor runs."
+    s = cfg.get('blur_sigma')
+    if isinstance(s, (int, float)) and not s >= 0:
+        raise ValueError(f'{cls.__name__}: blur_sigma must be >= 0 (pixels of Gaussian smoothing; 0 = no blur), got {s!r}')
+    for k in POSITIVE_SETTINGS:
+        v = cfg.get(k)
+        if v is not None and not isinstance(v, str) and not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            raise ValueError(f'{cls.__name__}: {k} must be an integer >= 1, got {v!r}')
 
 # %% ../nbs/00_core.ipynb #de0eb301
 class AnomalyModel(nn.Module):
@@ -264,6 +309,7 @@ class AnomalyModel(nn.Module):
     buffers, and takes only JSON-able constructor arguments (they become `config`)."""
     blur_sigma: float = 0.0      # Gaussian σ (pixels) of the map post-processing; 0 = none
     combine: str = 'sum'         # how a list of per-level maps becomes one ('sum', 'mean' or 'product')
+    fixed_input_size: bool = False  # True: what it learned belongs to the fit image size; predict refuses other sizes
 
     def __new__(cls, *args, **kwargs):
         obj = super().__new__(cls)
@@ -301,23 +347,42 @@ def check_fitted(self: AnomalyModel):
 
 @patch
 def check_images(self: AnomalyModel, images: Tensor) -> Tensor:
-    "Validate a batch for `predict` (`[B, 3, H, W]`, values in [0, 1]) and move it to the model's device as float32."
+    "Validate a batch for `predict` (`[B, 3, H, W]` float in [0, 1]: `check_pixels`) and move it to the model's device as float32."
     name = type(self).__name__
     if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f'{name}.predict expects images [B, 3, H, W] in [0, 1], got {getattr(images, "shape", type(images))}')
-    if images.numel() and (images.min() < -1e-3 or images.max() > 1 + 1e-3):
-        raise ValueError(f'{name}.predict got values in [{float(images.min()):.3g}, {float(images.max()):.3g}]: pass unnormalised '
-                         'images in [0, 1] (each model normalises for its own backbone)')
+    check_pixels(images, None if _fit_context.get() else f'{name}.predict(images)')
     return images.to(self.device, torch.float32)
 
+@patch
+def check_size(self: AnomalyModel, x: Tensor):
+    "For a `fixed_input_size` method: a clear error unless `x` has the image size of fit (`fit_stats['image_size']`)."
+    fit_size = self.fit_stats.get('image_size')
+    if self.fixed_input_size and fit_size and tuple(x.shape[-2:]) != tuple(fit_size):
+        raise ValueError(f'{type(self).__name__} was fitted on {tuple(fit_size)} images, got {tuple(x.shape[-2:])}: what it learned '
+                         f'belongs to that size. Resize (and crop) the images as for fit, to {tuple(fit_size)}, or fit again at this size')
+
 # %% ../nbs/00_core.ipynb #a1c0e008
+def _check_in_memory(train_data):
+    "Images already in memory (a tensor or a list of tensors) are checked up front; datasets are checked batch by batch as read."
+    if isinstance(train_data, Tensor): check_pixels(train_data)
+    elif isinstance(train_data, (list, tuple)):
+        for i, t in enumerate(train_data):
+            if isinstance(t, Tensor): check_pixels(t[None] if t.ndim == 3 else t, start=i)
+
 @patch
 def fit(self: AnomalyModel, train_data, device=None, **kw) -> AnomalyModel:
     "Learn from normal images (a dataset, DataLoader, list or tensor) on `device` (None: CUDA when present); time, memory and backbone go to `fit_stats`."
     n = check_train_data(train_data, f'{type(self).__name__}.fit')
     self.to(get_device(device))
-    with ResourceMonitor() as mon: self.learn(train_data, **kw)
+    ctx = {'name': f'{type(self).__name__}.fit(train_data)', 'sizes': set()}   # every batch checked in learn names fit
+    token = _fit_context.set(ctx)
+    try:
+        _check_in_memory(train_data)
+        with ResourceMonitor() as mon: self.learn(train_data, **kw)
+    finally: _fit_context.reset(token)
     self.fit_stats.update(fit_seconds=mon.seconds, fit_peak_rss_mb=mon.peak_mb, fit_cuda_peak_mb=mon.cuda_peak / 2**20, fit_images=n)
+    if len(ctx['sizes']) == 1: self.fit_stats['image_size'] = list(*ctx['sizes'])
     if (bb := self.backbone_info): self.fit_stats['backbone'] = bb
     self.fit_stats = json.loads(json.dumps(self.fit_stats, default=_json_default))  # as `save` writes it: tuples become lists
     self._mark_fitted()
@@ -350,7 +415,8 @@ def postprocess(self: AnomalyModel, maps, size, scores: Tensor | None = None) ->
 @torch.no_grad()
 def predict(self: AnomalyModel, images: Tensor) -> Prediction:
     "Image scores `[B]` and anomaly maps `[B, H, W]` of unnormalised images `[B, 3, H, W]` in [0, 1]."
-    self.check_fitted(); x = self.check_images(images)
+    self.check_fitted(); x = self.check_images(images); self.check_size(x)
+    if not len(x): return Prediction(x.new_zeros(0), x.new_zeros(0, *x.shape[-2:]))   # an empty batch: empty outputs
     with torch_threads(threads_for(len(x), x.device)):   # one thread for a small batch on the CPU: steady latency
         out = self.anomaly_map(x)
         maps, scores = out if isinstance(out, tuple) else (out, None)
@@ -377,50 +443,86 @@ def info(self: AnomalyModel) -> dict:
             'memory_bank': int(self.memory_bank_size()) if hasattr(self, 'memory_bank_size') else None}
 
 # %% ../nbs/00_core.ipynb #a1c0e014
-MODEL_FORMAT = 'adtutor-model-2'
+MODEL_FORMAT = 'adtutor-model-3'     # 3 added `sha256`, a checksum of the contents
+OLD_FORMATS = ('adtutor-model-2',)   # still read, with a warning: nothing to verify them against
+
+def model_sha256(blob: dict) -> str:
+    "sha256 of a model file's class, config, fit statistics and every tensor (name, dtype, shape, bytes)."
+    h = hashlib.sha256()
+    for k in ('class', 'config', 'fit_stats'): h.update(f'{k}={blob[k]}\n'.encode())
+    for k in sorted(blob['state']):
+        v = blob['state'][k].detach().cpu().contiguous()
+        h.update(f'{k}:{v.dtype}:{tuple(v.shape)}\n'.encode()); h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 @patch
 def save(self: AnomalyModel, path: str | os.PathLike) -> Path:
-    "Save config and state atomically; `AnomalyModel.load(path)` rebuilds an identical model."
+    "Save config, state and their checksum atomically; `AnomalyModel.load(path)` rebuilds an identical model."
     self.check_fitted()
     blob = {'format': MODEL_FORMAT, 'class': f'{type(self).__module__}.{type(self).__qualname__}',
             'config': json.dumps(self.config, default=_json_default), 'fit_stats': json.dumps(self.fit_stats, default=_json_default),
             'state': {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+    blob['sha256'] = model_sha256(blob)
     with atomic_path(path) as tmp: torch.save(blob, tmp)
     return Path(path)
 
-def _model_class(qualname: str, path) -> type:
+def _model_class(qualname: str, what) -> type:
     "The `AnomalyModel` subclass named `qualname`: from an adtutor module, or one already imported; never an arbitrary import."
     mod, _, name = qualname.rpartition('.')
-    if mod == 'adtutor' or mod.startswith('adtutor.'): klass = getattr(importlib.import_module(mod), name, None)
+    if mod == 'adtutor' or mod.startswith('adtutor.'):
+        try: klass = getattr(importlib.import_module(mod), name, None)
+        except ImportError: klass = None
     else:
         seen, todo = {}, [AnomalyModel]
         while todo:
             c = todo.pop(); seen[f'{c.__module__}.{c.__qualname__}'] = c; todo += c.__subclasses__()
         klass = seen.get(qualname)
     if klass is None or not (isinstance(klass, type) and issubclass(klass, AnomalyModel)):
-        raise ValueError(f'{path} holds a {qualname}, which is not an adtutor AnomalyModel here: import the module that defines it first')
+        raise ValueError(f'{what}: {qualname} is not an adtutor AnomalyModel here: import the module that defines it first '
+                         '(or use the adtutor version that saved it)')
     return klass
+
+# %% ../nbs/00_core.ipynb #h14c0010
+def _read_model_file(path: Path) -> tuple[dict, str]:
+    "The checked contents of a model file and how to name it in errors: `(blob, '<path> (a <class>, format <version>)')`."
+    try: blob = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise ValueError(f'{path} is not a readable adtutor model file ({type(e).__name__}: {e}). Only tensors and plain data '
+                         'are read (weights_only=True), so a file holding other objects is refused and nothing in it runs') from e
+    fmt = blob.get('format') if isinstance(blob, dict) else type(blob).__name__
+    what = f'{path} (a {blob.get("class", "model of unknown class") if isinstance(blob, dict) else "?"}, format {fmt})'
+    if fmt != MODEL_FORMAT and fmt not in OLD_FORMATS:
+        raise ValueError(f'{what} is not an adtutor model file of format {MODEL_FORMAT}: refit the model and save it again')
+    need = ('class', 'config', 'fit_stats', 'state') + (('sha256',) if fmt == MODEL_FORMAT else ())
+    if missing := [k for k in need if k not in blob]:
+        raise ValueError(f'{what} is damaged or foreign: it lacks {", ".join(missing)}. Save the model again')
+    if fmt in OLD_FORMATS:
+        warnings.warn(f'{what} has no checksum (saved before {MODEL_FORMAT}), so damage cannot be detected: save it again to add one')
+        return blob, what
+    try: ok = isinstance(blob['state'], dict) and model_sha256(blob) == blob['sha256']
+    except Exception: ok = False
+    if not ok: raise ValueError(f'{what} is damaged: its contents do not match the checksum stored at save. Copy it again or refit')
+    return blob, what
 
 # %% ../nbs/00_core.ipynb #a1c0e015
 @patch(cls_method=True)
 def load(cls: AnomalyModel, path: str | os.PathLike, device=None) -> AnomalyModel:
-    "Load a model saved with `save` (any method through `AnomalyModel.load`); reading the file runs no code."
+    "Load a model saved with `save` (any method through `AnomalyModel.load`): checksum verified; reading the file runs no code."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f'no saved model at {path}')
-    try: blob = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise ValueError(f'{path} is not a readable adtutor model file ({type(e).__name__}: {e})') from e
-    if not isinstance(blob, dict) or blob.get('format') != MODEL_FORMAT:
-        raise ValueError(f'{path} is not an adtutor model file of format {MODEL_FORMAT} (found {blob.get("format") if isinstance(blob, dict) else type(blob).__name__}); '
-                         'refit the model and save it again')
-    klass = _model_class(blob['class'], path)
+    blob, what = _read_model_file(path)
+    klass = _model_class(blob['class'], what)
     if not issubclass(klass, cls): raise TypeError(f'{path} holds a {klass.__name__}, not a {cls.__name__}')
-    cfg = json.loads(blob['config'])
-    if 'weights' in inspect.signature(klass.__init__).parameters: cfg['weights'] = None  # weights come from the file
-    model = klass(**cfg)
-    model._config = json.loads(blob['config'])
-    model._load_state(blob['state'])
-    model.fit_stats = json.loads(blob['fit_stats'])
+    try:
+        cfg = json.loads(blob['config'])
+        if 'weights' in inspect.signature(klass.__init__).parameters: cfg['weights'] = None  # weights come from the file
+        model = klass(**cfg)
+        model._config = json.loads(blob['config'])
+        model._load_state(blob['state'])
+        model.fit_stats = json.loads(blob['fit_stats'])
+    except (TypeError, ValueError, KeyError, RuntimeError, AttributeError) as e:
+        raise ValueError(f'{what} does not match {klass.__name__} of this adtutor version ({type(e).__name__}: {e}). '
+                         'Load it with the version that saved it, or refit and save') from e
     return model.to(get_device(device)).eval()
 
 @patch

@@ -46,6 +46,9 @@ class GaussianStats:
 # %% ../nbs/memory_bank/11_padim.ipynb #8de6ea05
 def cholesky_factors(cov: Tensor) -> Tensor:
     "Lower Cholesky factors `[P, D, D]` of covariances (batched `cholesky_ex`; no LU, no inverse: safe from pytorch#142815); clear error if one is not positive definite."
+    if not torch.isfinite(cov).all():   # NaN/inf features: no regulariser helps; the data must be fixed
+        raise ValueError('the covariances hold NaN or inf values: the training features are not finite. Check the training '
+                         'images for NaN/inf pixels (adtutor.core.check_pixels names the file)')
     L, info = torch.linalg.cholesky_ex(cov)
     if int(info.max()) > 0:
         bad = int((info > 0).nonzero()[0, 0])
@@ -61,6 +64,7 @@ def mahalanobis(x: Tensor, mean: Tensor, chol: Tensor) -> Tensor:
 # %% ../nbs/memory_bank/11_padim.ipynb #200087fd
 class PaDiM(BackboneMixin, AnomalyModel):
     "PaDiM (Defard et al., 2021): a Gaussian per patch position over multi-layer embeddings; Mahalanobis distance map."
+    fixed_input_size = True   # one Gaussian per position of the fit feature grid: predict refuses other image sizes
     def __init__(self, backbone: str = 'tf_efficientnet_lite0', layers: list[str] | None = None, weights: str | None = 'imagenet',
                  n_features: int | str | None = 'auto', eps: float = 0.01, blur_sigma: float = 4.0, seed: int = 0, batch_size: int = 16):
         super().__init__()

@@ -21,7 +21,7 @@ __all__ = ['METHOD', 'reweighted_scores', 'PatchCore']
 # %% ../nbs/memory_bank/12_patchcore.ipynb #fba17e7a
 def reweighted_scores(q_star: Tensor, s_star: Tensor, nn_star: Tensor, nn_index: NearestNeighbors, k: int = 9) -> Tensor:
     "PatchCore image scores: max patch scores `s_star` [B] (test features `q_star` [B, D], their bank neighbours `nn_star` [B]) re-weighted over the `k` neighbours of the neighbour."
-    if k <= 1: return s_star
+    if k <= 1 or len(nn_index.bank) < 2: return s_star          # no neighbourhood to weigh against
     bank = nn_index.bank
     _, support = nn_index.search(bank[nn_star], k)                     # [B, k], includes nn_star itself
     dists = (q_star[:, None, :] - bank[support]).pow(2).sum(-1).sqrt()  # [B, k]
@@ -30,6 +30,7 @@ def reweighted_scores(q_star: Tensor, s_star: Tensor, nn_star: Tensor, nn_index:
 # %% ../nbs/memory_bank/12_patchcore.ipynb #ccb6fd70
 class PatchCore(BackboneMixin, AnomalyModel):
     "PatchCore (Roth et al., CVPR 2022): greedy-coreset memory bank of locally aware patch features; nearest-neighbour distance as anomaly score."
+    fixed_input_size = True   # the bank holds features at the fit image's scale: predict refuses other sizes
     def __init__(self, backbone: str = 'tf_efficientnet_lite0', layers: list[str] | None = None, weights: str | None = 'imagenet',
                  coreset_ratio: float = 0.1, num_neighbors: int = 9, target_dim: int | str | None = 'auto',
                  proj_dim: int | None = 128, blur_sigma: float = 4.0, seed: int = 0, batch_size: int = 16,
@@ -105,7 +106,7 @@ def learn(self: PatchCore, train_data):
 @torch.no_grad()
 def patch_scores(self: PatchCore, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     "Distance of every patch to its nearest memory-bank feature: (scores `[B, h, w]`, neighbour index `[B, h, w]`, features `[B, h*w, D]`)."
-    self.check_fitted(); x = self.check_images(images)
+    self.check_fitted(); x = self.check_images(images); self.check_size(x)
     e, (h, w) = self.embed(x)
     d, i = self.index.search(e.reshape(-1, e.shape[-1]), 1)
     return d[:, 0].reshape(len(x), h, w), i[:, 0].reshape(len(x), h, w), e

@@ -18,6 +18,7 @@ __all__ = ['METHOD', 'SPADE']
 # %% ../nbs/memory_bank/10_spade.ipynb #88e692ce
 class SPADE(BackboneMixin, AnomalyModel):
     "SPADE (Cohen & Hoshen, 2020): image kNN on global features; pixel kNN in the feature pyramid of the K nearest normal images."
+    fixed_input_size = True   # its pixel bank is a feature grid of the fit image size: predict refuses other image sizes
     def __init__(self, backbone: str = 'tf_efficientnet_lite0', layers: list[str] | None = None, weights: str | None = 'imagenet',
                  k: int = 50, global_layer: str | None = None, blur_sigma: float = 4.0, batch_size: int = 16):
         super().__init__()

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from fastcore.basics import patch
 
-from .core import atomic_path, seed_everything, get_device
+from .core import atomic_path, seed_everything, get_device, check_pixels
 
 # %% auto #0
 __all__ = ['TRAINING_KEYS', 'as_dataset', 'make_loader', 'split_normal', 'precompute', 'rng_state', 'set_rng_state',
@@ -88,7 +88,7 @@ def precompute(data, fn: Callable[[Tensor], dict | Tensor], batch_size: int = 16
     loader = DataLoader(as_dataset(data), batch_size=batch_size, shuffle=False)
     out = []
     for b in tqdm(loader, desc='precompute', disable=not progress, leave=False):
-        o = fn(b['image'].to(device))
+        o = fn(check_pixels(b['image'], paths=b.get('path'), start=len(out)).to(device))
         o = o if isinstance(o, dict) else {'out': o}
         for i in range(len(b['image'])):
             item = {k: b[k][i] for k in keep if k in b}
@@ -377,6 +377,7 @@ def _train_epoch(model, loss_fn, loader, optimizer, scheduler, scheduler_step: s
     params = [p for g in optimizer.param_groups for p in g['params']]
     t0, losses = time.perf_counter(), []
     for batch in loader:
+        if 'path' in batch: check_pixels(batch['image'], paths=batch['path'])   # straight from an image dataset: float, finite, in [0, 1]
         loss, terms = _split_loss(loss_fn(_to(batch, device)))
         if not torch.isfinite(loss):
             raise FloatingPointError(f'the loss is {loss.item()} at epoch {epoch}, step {run.step + 1}: lower the learning rate '
