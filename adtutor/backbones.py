@@ -210,6 +210,14 @@ class FeatureExtractor(nn.Module):
 # %% ../nbs/03_backbones.ipynb #b26f8702
 @patch
 def forward(self: FeatureExtractor, x: Tensor) -> dict[str, Tensor]:
+    "`{layer: [B, C, h, w]}` of images `[B, 3, H, W]` in [0, 1]; frozen on the CPU: image by image (batch-independent)."
+    if self.frozen and x.device.type == 'cpu' and len(x) > 1:
+        each = [self._run(x[i:i + 1]) for i in range(len(x))]
+        return {l: torch.cat([e[l] for e in each]) for l in self.layers}
+    return self._run(x)
+
+@patch
+def _run(self: FeatureExtractor, x: Tensor) -> dict[str, Tensor]:
     self._store.clear()
     x = (x - self.mean) / self.std
     if self.channels_last: x = x.contiguous(memory_format=torch.channels_last)

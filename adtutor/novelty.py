@@ -11,6 +11,7 @@ import pandas as pd
 
 from .core import AnomalyModel, repo_root, atomic_write_text
 from .registry import register_method
+from .deep_svdd import DeepSVDD   # the class of this lab's registry entry
 
 # %% auto #0
 __all__ = ['NOVELTY_METHODS', 'PAPER_METHODS', 'CLASSES', 'METHOD', 'novelty_model', 'paper_novelty', 'novelty_table',

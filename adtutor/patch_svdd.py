@@ -130,6 +130,6 @@ def anomaly_map(self: PatchSVDD, x: Tensor) -> Tensor:
 # %% ../nbs/one_class/32_patch_svdd.ipynb #4f54380d
 METHOD = register_method('patch_svdd', title='Patch SVDD', family='one_class', cls='PatchSVDD',
                          paper='Yi & Yoon. Patch SVDD: Patch-level SVDD for Anomaly Detection and Segmentation. ACCV 2020.',
-                         paper_names=['Patch SVDD', 'PatchSVDD'],
+                         paper_names=['Patch SVDD', 'PatchSVDD', 'Patch-SVDD', 'P-SVDD'],
                          main={'categories': ['pcb'], 'params': {'epochs': 30}},
                          reproduction={'categories': ['bottle'], 'timeout': 10800})

@@ -63,11 +63,16 @@ def test_no_declaration_without_a_notebook():
     assert set(R._IMPORTED) <= static, f'modules register methods no notebook declares: {set(R._IMPORTED) - static} (delete the stale module)'
 
 
+NO_PAPER_NUMBERS = {'deep_svdd', 'fcdd', 'novelty'}
+
+
 def test_aliases_match_the_papers_table():
     import pandas as pd
     names = set(pd.read_csv(ROOT / 'data' / 'paper_results.csv')['method'])
-    for s in R.declared_methods(NBS).values():
-        assert any(n in names for n in s.paper_names), f'{s.name}: none of {s.paper_names} is a method in data/paper_results.csv'
+    missing = {s.name for s in R.declared_methods(NBS).values() if not any(n in names for n in s.paper_names)}
+    # no MVTec AD number for these in the source documents (seeds 000-004): their labs say so, their records stand alone
+    assert missing == NO_PAPER_NUMBERS, (f'methods without a row in data/paper_results.csv: {sorted(missing)}; '
+                                         f'add their paper_names (as printed in the csv) or, if no source has them, to NO_PAPER_NUMBERS')
     assert R.method_key('RevDist') == R.method_key('ReverseDistillation') == 'rd'
 
 
