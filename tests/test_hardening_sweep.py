@@ -130,3 +130,33 @@ def test_sweep_removes_temp_files_of_killed_writes(lab, tmp_path):
     assert res.skipped == 1
     assert not [p for p in left if p.exists()]
     assert (out / 'runs' / rid / 'record.json').is_file()
+
+
+# --- the reproduction table: papers and anomalib re-runs apart ---------------------------------------------------
+
+def test_reproduction_table_keeps_papers_and_anomalib_apart():
+    "CFA's 'paper' pixel AUROC was 24.5: anomalib's failed re-run (seed 003). Papers and re-runs get their own columns and Δ."
+    import pandas as pd
+    from adtutor.report import load, reproduction_table, render_reproduction
+    rec = dict(method='CFA', dataset='mvtec_ad', data='mvtec', category='bottle', seed=0, backbone='bb', weights='w',
+               image_size=224, image_auroc=0.99, pixel_auroc=0.97, aupro=0.90, status='ok')   # made-up test input
+    rep = reproduction_table(load(pd.DataFrame([rec]))).set_index('metric')
+    assert rep.setting.dropna().str.startswith('paper').all() and not rep.source.dropna().str.startswith('003').any()
+    assert pd.isna(rep.loc['pixel_auroc', 'paper'])                      # no clean paper number for CFA's pixel AUROC
+    assert abs(rep.loc['pixel_auroc', 'anomalib'] - 0.2452) < 1e-9 and rep.loc['pixel_auroc', 'anomalib_source'].startswith('003')
+    assert abs(rep.loc['pixel_auroc', 'anomalib_diff'] - (0.97 - 0.2452)) < 1e-9
+    assert rep.loc['image_auroc', 'anomalib_backbone'] == 'wide_resnet50_2'
+    md = render_reproduction(rep.reset_index())
+    assert '| Category | CFA ours | CFA paper | Δ | CFA anomalib re-run | Δ |' in md
+    assert '| bottle | 99.0 / 97.0 / 90.0 | 100.0 / – / – | -1.0 / – / – | 50.0 / 24.5 / 100.0 | +49.0 / +72.5 / – |' in md
+    assert 'anomalib re-run: image AUROC from seed 003 (MVTec Image Level AUROC; backbone wide_resnet50_2)' in md
+
+
+def test_reproduction_summary_names_both_sources(tmp_path):
+    "benchmarks/reproduction_summary.py renders the same two-sided table from the records in results/reproduction/."
+    import runpy
+    recs = sorted((ROOT / 'results' / 'reproduction').glob('*_bottle.json'))
+    if not recs: pytest.skip('no real-data records in results/reproduction/')
+    mod = runpy.run_path(str(ROOT / 'benchmarks' / 'reproduction_summary.py'), run_name='not_main')
+    md = Path(mod['main'](out=tmp_path / 'README.md')).read_text()
+    assert 'anomalib re-run' in md and 'paper = the original papers' in md
