@@ -165,7 +165,7 @@ def timing_record(measured, records: list[dict], lessons: list[dict], times: dic
 # %% ../nbs/08e_main_job.ipynb #e8e1c013
 def main_job(out: str | os.PathLike = 'results/main', quick: bool = False, grid: str | os.PathLike | None = None,
              executor: str = 'auto', workers: int | None = None, scheduler: str | None = None,
-             results_dir: str | os.PathLike | None = None, retry_failed: bool = False, benchmarks: bool = True,
+             results_dir: str | os.PathLike | None = None, retry_failed: bool = True, benchmarks: bool = True,
              lessons: bool = True) -> dict:
     "Run the main sweep (`sweeps/default.yaml`), collect, execute `nbs/benchmarks/*` (and the lessons), print where everything is."
     t0 = time.perf_counter()
@@ -244,9 +244,11 @@ def _parser():
     r.add_argument('--workers', type=int); r.add_argument('--threads', type=int, help='OMP_NUM_THREADS per run')
     r.add_argument('--scheduler', help="Dask scheduler address (tcp://host:8786) or 'local'")
     r.add_argument('--timeout', type=float, help='seconds per run before it is killed')
-    r.add_argument('--retry-failed', action='store_true'); r.add_argument('--force', action='store_true', help='redo finished runs too')
+    r.add_argument('--skip-failed', action='store_true', help='do not retry runs that failed before (default: a rerun retries them)')
+    r.add_argument('--retry-failed', action='store_true', help=argparse.SUPPRESS)  # the default now; kept so old scripts still run
+    r.add_argument('--force', action='store_true', help='redo finished runs too')
     r.add_argument('--dry-run', action='store_true', help='list the runs and exit')
-    s = sub.add_parser('status', help='state of every run in a sweep folder'); s.add_argument('--out', required=True)
+    s = sub.add_parser('status', help='state of every run in a sweep folder (ok, failed, unfinished, unreadable, pending)'); s.add_argument('--out', required=True)
     s.add_argument('--all', action='store_true', help='list every run, not only unfinished and failed ones')
     c = sub.add_parser('collect', help='gather all records into one table')
     c.add_argument('--out', required=True, nargs='+'); c.add_argument('--to', required=True, help='CSV (or .parquet) file')
@@ -256,7 +258,8 @@ def _parser():
     m.add_argument('--executor', default='auto', choices=['auto', 'sequential', 'pool', 'process', 'dask'],
                    help='auto: one run per core, side by side (threads per run = cores / runs)')
     m.add_argument('--workers', type=int); m.add_argument('--scheduler'); m.add_argument('--grid')
-    m.add_argument('--retry-failed', action='store_true')
+    m.add_argument('--skip-failed', action='store_true', help='do not retry runs that failed before (default: a rerun retries them)')
+    m.add_argument('--retry-failed', action='store_true', help=argparse.SUPPRESS)  # the default now
     m.add_argument('--no-lessons', action='store_true', help='skip executing the lesson notebooks for the docs')
     m.add_argument('--results-dir', help='where tables/ and figures/ go (default: results/; quick mode: --out)')
     return ap
@@ -276,7 +279,7 @@ def main(argv=None):
         if a.cmd == 'run':
             if not a.grid and not a.notebook: ap.error('give a grid file or --notebook')
             res = sweep(grid_from_args(a), a.out, executor=a.executor, workers=a.workers, scheduler=a.scheduler, quick=True if a.quick else None,
-                        retry_failed=a.retry_failed, force=a.force, threads=a.threads, dry_run=a.dry_run)
+                        retry_failed=not a.skip_failed, force=a.force, threads=a.threads, dry_run=a.dry_run)
             if not a.dry_run: print(res)
             return 1 if res.failed else 0
         if a.cmd == 'status':
@@ -290,7 +293,7 @@ def main(argv=None):
             return 0
         if a.cmd == 'main':
             man = main_job(a.out, quick=a.quick, grid=a.grid, executor=a.executor, workers=a.workers, scheduler=a.scheduler,
-                           retry_failed=a.retry_failed, lessons=not a.no_lessons, results_dir=a.results_dir)
+                           retry_failed=not a.skip_failed, lessons=not a.no_lessons, results_dir=a.results_dir)
             return 0 if man['runs']['failed'] == 0 and all(b['ok'] for b in man['benchmark_notebooks']) \
                 and all(l['status'] == 'ok' for l in man['lessons']) else 1
     except (FileNotFoundError, ValueError) as e:

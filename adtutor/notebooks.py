@@ -11,8 +11,8 @@ from .core import atomic_write_json, atomic_write_text, repo_root, cache_dir, nb
 from .records import read_json
 
 # %% auto #0
-__all__ = ['parameters_cell', 'notebook_parameters', 'benchmark_notebooks', 'notebook_error', 'kernel_path', 'skipped_cells',
-           'without_cells', 'run_notebook']
+__all__ = ['PATH_PARAMETER', 'parameters_cell', 'notebook_parameters', 'benchmark_notebooks', 'notebook_error', 'kernel_path',
+           'skipped_cells', 'without_cells', 'absolute_paths', 'run_notebook']
 
 # %% ../nbs/08a_notebooks.ipynb #a8e1c007
 def _literal(node, src):
@@ -136,6 +136,21 @@ def without_cells(src: str | os.PathLike, dst: str | os.PathLike, cells, note: s
         nb['cells'][i]['source'] = f'# {note}: {first[0] if first else ""}'.rstrip()
     return atomic_write_text(dst, json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
 
+# %% ../nbs/08a_notebooks.ipynb #a8e1c041
+PATH_PARAMETER = re.compile(r'(^|_)(path|dir|file|folder|root|records)$')
+
+def _is_path(name: str, value, base: Path) -> bool:
+    if not isinstance(value, str) or not value or '://' in value: return False
+    if Path(value).is_absolute(): return False
+    p = Path(value).expanduser()
+    looks = value.startswith(('.', '~')) or '/' in value or os.sep in value
+    return bool(PATH_PARAMETER.search(name)) or (looks and (base / p).exists())
+
+def absolute_paths(parameters: dict | None, base: str | os.PathLike | None = None) -> dict:
+    "`parameters` with every relative path (by name, or an existing path-like value) made absolute against `base` (default: the cwd)."
+    base = Path(base or os.getcwd())
+    return {k: (str((base / Path(v).expanduser()).absolute()) if _is_path(k, v, base) else v) for k, v in (parameters or {}).items()}
+
 # %% ../nbs/08a_notebooks.ipynb #a8e1c019
 def run_notebook(src: str | os.PathLike, dst: str | os.PathLike, parameters: dict | None = None, cwd=None,
                  quick: bool | None = None, timeout: float | None = None, cell_timeout: float | None = None,
@@ -143,8 +158,10 @@ def run_notebook(src: str | os.PathLike, dst: str | os.PathLike, parameters: dic
                  skip_flags=None) -> dict:
     """Execute notebook `src` with papermill into `dst`; returns `{'ok', 'seconds', 'error', 'traceback'}` (never raises for a failing notebook).
 
+    Relative paths among `parameters` are made absolute against the caller's cwd (`absolute_paths`): the notebook runs in `cwd`.
     Cells marked with a directive in `skip_flags` are skipped, and so are the `#| exercise` cells when `parameters` says `exercises=False`."""
     import yaml
+    parameters = absolute_paths(parameters)
     src, dst = Path(src).resolve(), Path(dst).resolve()
     dst.parent.mkdir(parents=True, exist_ok=True)
     e = {**os.environ, **(env or {}), 'PYTHONUNBUFFERED': '1'}

@@ -4,21 +4,41 @@
 
 # %% ../nbs/08c_records.ipynb #c8e1c005
 from __future__ import annotations
-import os, json
+import os, json, warnings
 from pathlib import Path
 from typing import Iterable
 
 from .core import atomic_path, repo_root, cache_dir
 
 # %% auto #0
-__all__ = ['FIRST_COLUMNS', 'RESULT_FOLDERS', 'read_json', 'flatten_record', 'write_table', 'collect', 'read_results',
-           'found_records', 'quick_sweep_dir']
+__all__ = ['FIRST_COLUMNS', 'RESULT_FOLDERS', 'read_json', 'RecordWarning', 'load_record', 'read_record', 'flatten_record',
+           'write_table', 'collect', 'read_results', 'found_records', 'quick_sweep_dir']
 
 # %% ../nbs/08c_records.ipynb #c8e1c007
 def read_json(path: str | os.PathLike) -> dict | None:
     "JSON at `path`, or None when it is missing or unreadable."
     try: return json.loads(Path(path).read_text())
     except (OSError, ValueError): return None
+
+# %% ../nbs/08c_records.ipynb #c8e1c031
+class RecordWarning(UserWarning):
+    "A record file that cannot be used: unreadable, not valid JSON, or JSON but not an object."
+
+def load_record(path: str | os.PathLike) -> tuple[dict | None, str | None]:
+    "`(record, problem)` for the record file at `path`: `(dict, None)`, `(None, None)` when missing, `(None, why)` when unusable."
+    try: text = Path(path).read_text()
+    except FileNotFoundError: return None, None
+    except (OSError, UnicodeDecodeError) as e: return None, f'{Path(path).name} cannot be read ({e})'
+    try: rec = json.loads(text)
+    except ValueError as e: return None, f'{Path(path).name} is not valid JSON ({e})'
+    if not isinstance(rec, dict): return None, f'{Path(path).name} is JSON but not an object (a {type(rec).__name__}): not a run record'
+    return rec, None
+
+def read_record(path: str | os.PathLike, warn: bool = True) -> dict | None:
+    "The record at `path`, or None when missing or unusable; an unusable file is reported (a `RecordWarning` naming it and why)."
+    rec, problem = load_record(path)
+    if problem and warn: warnings.warn(f'{path}: {problem}; skipped', RecordWarning, stacklevel=2)
+    return rec
 
 # %% ../nbs/08c_records.ipynb #c8e1c010
 FIRST_COLUMNS = ['run_id', 'status', 'method', 'dataset', 'category', 'backbone', 'weights', 'image_size', 'seed',
@@ -57,14 +77,14 @@ def write_table(df, path: str | os.PathLike, parquet: bool | None = None) -> lis
     return written
 
 def collect(out: str | os.PathLike | Iterable, to: str | os.PathLike | None = None, status: str | None = None):
-    "All records of sweep folder(s) `out` as one DataFrame (row per run); `to` also writes it (CSV, + Parquet if pyarrow)."
+    "All records of sweep folder(s) `out` as one DataFrame (row per run); `to` also writes it. Unusable record files are reported (`RecordWarning`) and left out."
     import pandas as pd
     outs = [out] if isinstance(out, (str, os.PathLike)) else list(out)
     recs = []
     for o in outs:
         o = Path(o)
         if not o.exists(): raise FileNotFoundError(f'sweep folder {o} does not exist')
-        recs += [r for p in sorted(o.glob('runs/*/record.json')) if (r := read_json(p)) is not None]
+        recs += [r for p in sorted(o.glob('runs/*/record.json')) if (r := read_record(p)) is not None]  # unusable ones: a warning each
     df = pd.DataFrame([flatten_record(r) for r in recs])
     if status is not None and len(df): df = df[df['status'] == status].reset_index(drop=True)
     if len(df): df = df[[c for c in FIRST_COLUMNS if c in df] + [c for c in df if c not in FIRST_COLUMNS]]

@@ -16,9 +16,10 @@ from .papers import paper_results
 from .registry import method_key
 
 # %% auto #0
-__all__ = ['METRICS', 'METRIC_NAMES', 'PAPER_METRIC', 'DATASET_NAMES', 'CATEGORY_ORDER', 'EFFICIENCY_COLUMNS', 'resolve_out_dir',
-           'load', 'describe', 'paper_values', 'reproduction_table', 'render_reproduction', 'to_markdown',
-           'efficiency_table', 'machine_line', 'fit_time_figure', 'save_table', 'save_figure']
+__all__ = ['METRICS', 'METRIC_NAMES', 'PAPER_METRIC', 'DATASET_NAMES', 'CATEGORY_ORDER', 'KINDS', 'SIDE_COLUMNS', 'SIDES',
+           'SIDE_NAMES', 'EFFICIENCY_COLUMNS', 'resolve_out_dir', 'load', 'describe', 'paper_values',
+           'reproduction_table', 'render_reproduction', 'to_markdown', 'efficiency_table', 'machine_line',
+           'fit_time_figure', 'save_table', 'save_figure']
 
 # %% ../nbs/benchmarks/00_report.ipynb #43c08ebc
 def _repo(*parts) -> Path | None:
@@ -100,13 +101,17 @@ def describe(df: pd.DataFrame) -> str:
     return s
 
 # %% ../nbs/benchmarks/00_report.ipynb #0c989df6
-def paper_values(methods, dataset: str = 'mvtec_ad', sources=('000', '001', '002', '003'), metrics=METRICS) -> pd.DataFrame:
-    "Best-sourced paper number per (method key, category, metric) as a fraction, with its source, table, backbone, setting."
-    cols = ['mkey', 'category', 'metric', 'paper', 'source', 'table', 'backbone', 'setting']
+KINDS = {'paper': 'paper', 'anomalib': 'anomalib defaults'}  # kind of published number -> how its `setting` starts
+
+def paper_values(methods, dataset: str = 'mvtec_ad', sources=('000', '001', '002', '003'), metrics=METRICS, kind: str = 'paper') -> pd.DataFrame:
+    "Best-sourced published number of `kind` ('paper' or 'anomalib') per (method key, category, metric), as a fraction, with its provenance."
+    cols = ['mkey', 'category', 'metric', 'paper', 'source', 'table', 'backbone', 'setting', 'source_metric']
+    if kind not in KINDS: raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     if dataset == 'builtin' or not len(methods): return pd.DataFrame(columns=cols)
     try: pr = paper_results(method=list(methods), dataset=dataset)
     except FileNotFoundError: return pd.DataFrame(columns=cols)
     pr = pr[~pr['flag'].fillna('').str.contains('suspect')] if 'flag' in pr else pr
+    pr = pr[pr.setting.fillna('').str.startswith(KINDS[kind])]
     rows = []
     for m in metrics:
         sub = pr[pr.metric.isin(PAPER_METRIC[m])].copy()
@@ -117,14 +122,32 @@ def paper_values(methods, dataset: str = 'mvtec_ad', sources=('000', '001', '002
             r = g.iloc[0]
             v = float(r.value) / (100 if r.unit == 'percent' else 1)
             rows.append({'mkey': mk, 'category': cat, 'metric': m, 'paper': v, 'source': r.source, 'table': r.table,
-                         'backbone': r.backbone if isinstance(r.backbone, str) else None, 'setting': r.setting})
+                         'backbone': r.backbone if isinstance(r.backbone, str) and r.backbone else None, 'setting': r.setting,
+                         'source_metric': r.metric})
     return pd.DataFrame(rows, columns=cols)
 
 # %% ../nbs/benchmarks/00_report.ipynb #78f69408
+SIDE_COLUMNS = ['source', 'table', 'backbone', 'setting', 'source_metric']
+
+def _published(rep: pd.DataFrame, sources, metrics, kind: str, prefix: str) -> pd.DataFrame:
+    "`rep` with the published numbers of `kind` as `<prefix>`, `<prefix>_diff` (ours − it; same metric definition only) and provenance."
+    parts = []
+    for ds, g in rep.groupby('ds', sort=False):
+        pv = paper_values(g.method.unique(), ds, sources, metrics, kind=kind)
+        pv = pv.rename(columns={'paper': prefix, **{c: f'{prefix}_{c}' for c in SIDE_COLUMNS}})
+        parts.append(g.merge(pv, on=['mkey', 'category', 'metric'], how='left'))
+    rep = pd.concat(parts, ignore_index=True)
+    rep[prefix] = pd.to_numeric(rep[prefix], errors='coerce')
+    same = rep[f'{prefix}_source_metric'] == rep.metric   # e.g. 003's thresholded `pro` is not our `aupro`
+    rep[f'{prefix}_diff'] = (rep.ours - rep[prefix]).where(same)
+    return rep
+
 def reproduction_table(df: pd.DataFrame, sources=('000', '001', '002', '003'), metrics=METRICS) -> pd.DataFrame:
-    "Long table: label, method, ds, category, metric, ours (mean over seeds), ours_std, n, paper, diff, paper source/backbone."
+    """Long table: label, method, ds, category, metric, ours (mean over seeds), ours_std, n; the papers' number (`paper`, `diff`,
+    `source`, `table`, `paper_backbone`, `setting`) and anomalib's re-run (`anomalib`, `anomalib_diff`, `anomalib_source`, ...)."""
     cols = ['label', 'method', 'ds', 'category', 'metric', 'ours', 'ours_std', 'n', 'paper', 'diff', 'source', 'table', 'paper_backbone',
-            'setting', 'our_backbone', 'our_weights', 'our_image_size', 'seeds', 'flag']
+            'setting', 'anomalib', 'anomalib_diff', 'anomalib_source', 'anomalib_table', 'anomalib_backbone', 'anomalib_setting',
+            'anomalib_source_metric', 'our_backbone', 'our_weights', 'our_image_size', 'seeds', 'flag']
     if not len(df): return pd.DataFrame(columns=cols)
     rows = []
     for (label, ds, cat), g in df.groupby(['label', 'ds', 'category'], sort=False):
@@ -138,15 +161,11 @@ def reproduction_table(df: pd.DataFrame, sources=('000', '001', '002', '003'), m
                          'seeds': ','.join(sorted({str(s) for s in g['seed'].dropna()})) if 'seed' in g else ''})
     rep = pd.DataFrame(rows)
     rep['mkey'] = rep.method.map(method_key)
-    parts = []
-    for ds, g in rep.groupby('ds', sort=False):
-        pv = paper_values(g.method.unique(), ds, sources, metrics)
-        parts.append(g.merge(pv.rename(columns={'backbone': 'paper_backbone'}), on=['mkey', 'category', 'metric'], how='left'))
-    rep = pd.concat(parts, ignore_index=True)
-    rep['paper'] = pd.to_numeric(rep['paper'], errors='coerce')
-    rep['diff'] = rep.ours - rep.paper
+    rep = _published(_published(rep, sources, metrics, 'paper', 'paper'), sources, metrics, 'anomalib', 'anomalib')
+    rep = rep.rename(columns={'paper_diff': 'diff', 'paper_source': 'source', 'paper_table': 'table', 'paper_setting': 'setting'})
     return rep[cols]
 
+# %% ../nbs/benchmarks/00_report.ipynb #7bc3f47a
 def _order(cats, ds: str = 'mvtec_ad') -> list:
     "Categories in a familiar order: seed 000's for MVTec AD, the generator's (textures, then objects) for the built-in data."
     cats = list(dict.fromkeys(cats))
@@ -161,16 +180,78 @@ def _cell(vals, signed=False) -> str:
     f = (lambda v: f'{100 * v:+.1f}') if signed else (lambda v: f'{100 * v:.1f}')
     return ' / '.join('–' if v is None or pd.isna(v) else f(v) for v in vals)
 
+# %% ../nbs/benchmarks/00_report.ipynb #e58b60c6
+SIDES = {'paper': ('paper', 'diff', 'source', 'table', 'paper_backbone'),   # column, Δ, source, table, backbone
+         'anomalib': ('anomalib', 'anomalib_diff', 'anomalib_source', 'anomalib_table', 'anomalib_backbone')}
+SIDE_NAMES = {'paper': 'paper', 'anomalib': 'anomalib re-run'}
+
+def _sides(d: pd.DataFrame) -> list[str]:
+    "The kinds of published numbers present in `d` (paper, anomalib), in that order."
+    return [k for k, cols in SIDES.items() if cols[0] in d and d[cols[0]].notna().any()]
+
+def _average(g: pd.DataFrame, metrics, sides) -> list[str]:
+    "Average-row cells of one method: ours, then per side its average over the same categories (`*`: fewer) and Δ."
+    ours = [g[g.metric == m].ours.mean() if g[g.metric == m].ours.notna().any() else np.nan for m in metrics]
+    cells = [_cell(ours)]
+    for side in sides:
+        col, dcol = SIDES[side][:2]
+        pub, diff, incomplete = [], [], False
+        for m, o in zip(metrics, ours):
+            gm = g[g.metric == m]
+            both = gm[gm.ours.notna() & gm[col].notna()]
+            pub.append(both[col].mean() if len(both) else np.nan)
+            diff.append(o - pub[-1] if len(both) and both[dcol].notna().all() else np.nan)
+            incomplete |= 0 < len(both) < gm.ours.notna().sum()
+        cells += [_cell(pub) + ('*' if incomplete else ''), _cell(diff, True)]
+    return cells
+
+def _provenance(g: pd.DataFrame, side: str) -> str:
+    "Where one method's published numbers of `side` come from: metrics by seed, table and backbone."
+    col, _, scol, tcol, bcol = SIDES[side]
+    src = g.dropna(subset=[col]).drop_duplicates(['metric', scol])
+    if not len(src): return f'{SIDE_NAMES[side]}: none in data/paper_results.csv'
+    grp = {}
+    for x in src.itertuples():
+        bb = getattr(x, bcol)
+        k = (getattr(x, scol).split('_')[0], getattr(x, tcol), bb if isinstance(bb, str) and bb else 'not stated')
+        grp.setdefault(k, []).append(METRIC_NAMES[x.metric].split(' (')[0])
+    return f'{SIDE_NAMES[side]}: ' + '; '.join(f"{', '.join(ms)} from seed {s_} ({tab}; backbone {bb})" for (s_, tab, bb), ms in grp.items())
+
+def _notes(d: pd.DataFrame, labels, sides) -> list[str]:
+    "The notes under one dataset's table: our settings and each side's provenance per method, then the legend."
+    notes = []
+    for l in labels:
+        g = d[d.label == l]
+        r = g.iloc[0]
+        w = f' ({r.our_weights})' if isinstance(r.our_weights, str) and r.our_weights else ''
+        size = '?' if pd.isna(r.our_image_size) else int(r.our_image_size)
+        s = f'- {l}: ours: backbone {r.our_backbone}{w}, image size {size}, seeds {r.seeds or "?"} (mean over seeds)'
+        notes.append(s + ''.join(f'; {_provenance(g, side)}' for side in sides))
+    if (d['flag'] == '†').any():
+        notes.append('- †: at least one run of this cell finished its evaluation and then its notebook failed (see the records\' '
+                     '`error`, e.g. a lab\'s own accuracy check); its numbers are included, not hidden.')
+    if not sides:
+        notes.append('- No published numbers exist for this data: the comparison with the papers is the MVTec AD table '
+                     '(`adtutor-sweep run sweeps/bottle.yaml --out results/bottle`, needs ADTUTOR_DATA).')
+        return notes
+    notes.append('- paper = the original papers\' numbers (as quoted by seeds 000–003); anomalib re-run = seed 003 (IADBE): the '
+                 'methods re-run with anomalib\'s default settings, which can be far from the papers. Δ = ours − that number in '
+                 'percentage points; `*`: it lacks some of our categories, its average covers the rest. Sources: data/paper_results.csv.')
+    if 'anomalib' in sides and (d.anomalib.notna() & (d.anomalib_source_metric != d.metric)).any():
+        notes.append('- The anomalib PRO (seed 003) is the region overlap at one threshold, not the area under the PRO curve (FPR ≤ 0.3) '
+                     'that we report: shown, but no Δ.')
+    return notes
+
+# %% ../nbs/benchmarks/00_report.ipynb #69a99044
 def render_reproduction(rep: pd.DataFrame, metrics=METRICS, title: str | None = None) -> str:
-    "Markdown: per dataset a table of categories × (method: ours | paper | Δ), cells `image / pixel / PRO` in %, plus notes."
+    "Markdown: per dataset a table of categories × (method: ours | paper | Δ | anomalib re-run | Δ), cells `image / pixel / PRO` in %, plus notes."
     if not len(rep): return (f'### {title}\n\n' if title else '') + '_No finished runs in these records._\n'
     out = [f'### {title}\n'] if title else []
     what = ' / '.join(METRIC_NAMES[m].split(' (')[0] for m in metrics)
     for ds, d in rep.groupby('ds', sort=False):
-        labels = list(dict.fromkeys(d.label))
-        has_paper = d.paper.notna().any()
+        labels, sides = list(dict.fromkeys(d.label)), _sides(d)
         header = ['Category']
-        for l in labels: header += [f'{l} ours', f'{l} paper', 'Δ'] if has_paper else [f'{l} ours']
+        for l in labels: header += [f'{l} ours'] + sum(([f'{l} {SIDE_NAMES[s]}', 'Δ'] for s in sides), [])
         lines = [header]
         for cat in _order(d.category, ds):
             row = [cat]
@@ -178,54 +259,15 @@ def render_reproduction(rep: pd.DataFrame, metrics=METRICS, title: str | None = 
                 g = d[(d.label == l) & (d.category == cat)].set_index('metric')
                 get = lambda c: [g[c].get(m, np.nan) if len(g) else np.nan for m in metrics]
                 mark = '†' if len(g) and (g['flag'] == '†').any() else ''
-                row += [_cell(get('ours')) + mark, _cell(get('paper')), _cell(get('diff'), True)] if has_paper else [_cell(get('ours')) + mark]
+                row += [_cell(get('ours')) + mark] + sum(([_cell(get(SIDES[s][0])), _cell(get(SIDES[s][1]), True)] for s in sides), [])
             lines.append(row)
-        avg = ['**Average**']
-        for l in labels:
-            g = d[d.label == l]
-            ours, paper, incomplete = [], [], False
-            for m in metrics:
-                gm = g[g.metric == m]
-                ours.append(gm.ours.mean() if gm.ours.notna().any() else np.nan)
-                both = gm[gm.ours.notna() & gm.paper.notna()]
-                paper.append(both.paper.mean() if len(both) else np.nan)
-                incomplete |= 0 < len(both) < gm.ours.notna().sum()
-            if has_paper:
-                diff = [o - p if not (pd.isna(o) or pd.isna(p)) else np.nan for o, p in zip(ours, paper)]
-                avg += [_cell(ours), _cell(paper) + ('*' if incomplete else ''), _cell(diff, True)]
-            else: avg += [_cell(ours)]
-        lines.append(avg)
+        lines.append(['**Average**'] + sum((_average(d[d.label == l], metrics, sides) for l in labels), []))
         out.append(f'**{DATASET_NAMES.get(ds, ds)}** ({what}, %)\n')
         out.append(_md_rows(lines))
-        notes = []
-        for l in labels:
-            g = d[d.label == l]
-            r = g.iloc[0]
-            w = f' ({r.our_weights})' if isinstance(r.our_weights, str) and r.our_weights else ''
-            size = '?' if pd.isna(r.our_image_size) else int(r.our_image_size)
-            s = f'- {l}: ours: backbone {r.our_backbone}{w}, image size {size}, seeds {r.seeds or "?"} (mean over seeds)'
-            if has_paper:
-                src = g.dropna(subset=['paper']).drop_duplicates(['metric', 'source'])
-                if len(src):
-                    grp = {}
-                    for x in src.itertuples():
-                        k = (x.source.split('_')[0], x.table, x.paper_backbone if isinstance(x.paper_backbone, str) else 'not stated')
-                        grp.setdefault(k, []).append(METRIC_NAMES[x.metric].split(' (')[0])
-                    s += '; paper: ' + '; '.join(f"{', '.join(ms)} from seed {src_} ({tab}; backbone {bb})" for (src_, tab, bb), ms in grp.items())
-                else: s += '; paper: no published number for this method in data/paper_results.csv'
-            notes.append(s)
-        if (d['flag'] == '†').any():
-            notes.append('- †: at least one run of this cell finished its evaluation and then its notebook failed (see the records\' '
-                         '`error`, e.g. a lab\'s own accuracy check); its numbers are included, not hidden.')
-        if not has_paper:
-            notes.append('- No published numbers exist for this data: the comparison with the papers is the MVTec AD table '
-                         '(`adtutor-sweep run sweeps/bottle.yaml --out results/bottle`, needs ADTUTOR_DATA).')
-        else:
-            notes.append('- Δ = ours − paper in percentage points; `*`: the paper lacks some of our categories, its average covers the rest. '
-                         'Sources: data/paper_results.csv (source = seed file).')
-        out.append('\n'.join(notes) + '\n')
+        out.append('\n'.join(_notes(d, labels, sides)) + '\n')
     return '\n'.join(out)
 
+# %% ../nbs/benchmarks/00_report.ipynb #0aeaa4b8
 def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)): return '—'
     if isinstance(v, (float, np.floating)): return f'{v:.3g}' if abs(v) < 100 else f'{v:.0f}'

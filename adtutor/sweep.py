@@ -13,10 +13,10 @@ from pathlib import Path
 from .core import atomic_write_json, git_commit
 from .grid import load_grid, expand_grid
 from .notebooks import run_notebook
-from .records import read_json
+from .records import read_json, load_record, read_record
 
 # %% auto #0
-__all__ = ['utc_now', 'is_done', 'run_one', 'SweepResult', 'sweep', 'sweep_status']
+__all__ = ['utc_now', 'is_done', 'run_one', 'SweepResult', 'remove_temp_files', 'sweep', 'sweep_status']
 
 # %% ../nbs/08_sweep.ipynb #bc4a341e
 def utc_now() -> str:
@@ -27,9 +27,9 @@ def _cpus() -> int:
     try: return len(os.sched_getaffinity(0))
     except AttributeError: return os.cpu_count() or 1
 
-def is_done(out: str | os.PathLike, rid: str, retry_failed: bool = False) -> bool:
-    "Whether run `rid` in sweep folder `out` has a final record (ok, or failed unless `retry_failed`)."
-    rec = read_json(Path(out) / 'runs' / rid / 'record.json')
+def is_done(out: str | os.PathLike, rid: str, retry_failed: bool = True, warn: bool = True) -> bool:
+    "Whether run `rid` in sweep folder `out` has a final record: ok (or failed, when not `retry_failed`). An unusable record is not (`warn`: reported)."
+    rec = read_record(Path(out) / 'runs' / rid / 'record.json', warn=warn)
     if not rec: return False
     return rec.get('status') == 'ok' or (rec.get('status') == 'failed' and not retry_failed)
 
@@ -54,11 +54,11 @@ def _keep_outputs(adir: Path, rdir: Path, name: str, status: str):
         if extra.name != 'lab_record.json': os.replace(extra, rdir / f'extra_{extra.name}')
 
 # %% ../nbs/08_sweep.ipynb #bc4a3422
-def run_one(run: dict, out: str | os.PathLike, retry_failed: bool = False, force: bool = False,
+def run_one(run: dict, out: str | os.PathLike, retry_failed: bool = True, force: bool = False,
             threads: int | None = None, kernel: str = 'python3') -> dict:
     "Execute one run of a sweep into `out/runs/<id>/` and return its record (skips a finished run unless `force`)."
-    out = Path(out); rdir = out / 'runs' / run['id']
-    if not force and is_done(out, run['id'], retry_failed): return {**read_json(rdir / 'record.json'), 'skipped': True}
+    out = Path(out).absolute(); rdir = out / 'runs' / run['id']  # absolute: the lab runs in its own folder
+    if not force and is_done(out, run['id'], retry_failed, warn=False): return {**read_record(rdir / 'record.json', warn=False), 'skipped': True}
     rdir.mkdir(parents=True, exist_ok=True)
     for old in rdir.glob('.attempt-*'): shutil.rmtree(old, ignore_errors=True)  # leftovers of killed attempts
     attempt = (read_json(rdir / 'run.json') or {}).get('attempts', 0) + 1
@@ -123,6 +123,15 @@ def _locked(out: Path):
             fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
+def remove_temp_files(out: Path) -> int:
+    """Delete the temporary files of interrupted atomic writes (`.<name>.<random>.tmp`) in sweep folder `out` and its run
+    folders; returns how many. Call it holding the folder's lock: then no write of this sweep folder is in progress."""
+    n = 0
+    for p in [*out.glob('.*.tmp'), *out.glob('runs/*/.*.tmp')]:
+        if p.is_file():
+            with contextlib.suppress(FileNotFoundError): p.unlink(); n += 1
+    return n
+
 def _failed_record(run: dict, exc: BaseException) -> dict:
     "Record for a run whose executor itself failed (worker lost, ...), written by the parent."
     p = run['parameters']
@@ -133,11 +142,11 @@ def _failed_record(run: dict, exc: BaseException) -> dict:
 
 # %% ../nbs/08_sweep.ipynb #70a1bcdb
 def sweep(grid, out: str | os.PathLike, executor: str = 'sequential', workers: int | None = None,
-          scheduler: str | None = None, quick: bool | None = None, retry_failed: bool = False, force: bool = False,
+          scheduler: str | None = None, quick: bool | None = None, retry_failed: bool = True, force: bool = False,
           threads: int | None = None, progress: bool = True, dry_run: bool = False) -> SweepResult:
-    "Run every run of `grid` (file, dict or list of runs) into `out`, skipping finished ones; returns a `SweepResult`."
+    "Run every run of `grid` (file, dict or list of runs) into `out`, skipping ok ones (and failed ones unless `retry_failed`); returns a `SweepResult`."
     from tqdm.auto import tqdm
-    t0 = time.perf_counter(); out = Path(out)
+    t0 = time.perf_counter(); out = Path(out).absolute()
     runs = grid if isinstance(grid, list) else expand_grid(grid, quick=quick)
     if not isinstance(grid, list):
         spec = load_grid(grid)
@@ -149,10 +158,11 @@ def sweep(grid, out: str | os.PathLike, executor: str = 'sequential', workers: i
         for r in runs: print(r['id'], r['notebook'], json.dumps(r['parameters'], default=str))
         return SweepResult(out, runs)
     with _locked(out):
+        if (n := remove_temp_files(out)) and progress: print(f'removed {n} temporary file(s) of interrupted writes in {out}', file=sys.stdout)
         atomic_write_json(out / 'sweep.json', {'name': runs[0]['sweep'] if runs else None, 'written': utc_now(), 'runs': runs})
         done = [r for r in runs if not force and is_done(out, r['id'], retry_failed)]
         todo = [{**r, 'executor': executor} for r in runs if r not in done]
-        result = SweepResult(out, runs, [{**read_json(out / 'runs' / r['id'] / 'record.json'), 'skipped': True} for r in done])
+        result = SweepResult(out, runs, [{**read_record(out / 'runs' / r['id'] / 'record.json', warn=False), 'skipped': True} for r in done])
         n = len(runs)
         bar = tqdm(total=n, initial=len(done), desc=f"sweep {runs[0]['sweep'] if runs else ''}", unit='run', disable=not progress,
                    file=sys.stdout, dynamic_ncols=True)
@@ -214,17 +224,20 @@ def sweep_status(out: str | os.PathLike):
     import pandas as pd
     out = Path(out)
     spec = read_json(out / 'sweep.json')
+    spec = spec if isinstance(spec, dict) else None
     if spec is None and not (out / 'runs').is_dir(): raise FileNotFoundError(f'{out} holds no sweep (no sweep.json or runs/ folder)')
     ids = [r['id'] for r in (spec or {}).get('runs', [])]
     ids += sorted(p.name for p in (out / 'runs').glob('*') if p.is_dir() and p.name not in set(ids))
     rows = []
     for rid in ids:
         rdir = out / 'runs' / rid
-        rec, meta = read_json(rdir / 'record.json'), read_json(rdir / 'run.json')
+        rec, meta = read_record(rdir / 'record.json'), read_json(rdir / 'run.json')
+        meta = meta if isinstance(meta, dict) else None
         if rec and meta and rec.get('attempt') not in (None, meta.get('attempts')): state = 'unfinished'  # a newer attempt started
         elif rec: state = rec.get('status', 'failed')
+        elif (problem := load_record(rdir / 'record.json')[1]): state, rec = 'unreadable', {'error': problem}
         elif meta: state = 'unfinished'
         else: state = 'pending'
         rows.append({'run_id': rid, 'state': state, 'attempts': (meta or {}).get('attempts', 0),
-                     'wall_seconds': (rec or {}).get('wall_seconds'), 'error': (rec or {}).get('error') if state == 'failed' else None})
+                     'wall_seconds': (rec or {}).get('wall_seconds'), 'error': (rec or {}).get('error') if state in ('failed', 'unreadable') else None})
     return pd.DataFrame(rows, columns=['run_id', 'state', 'attempts', 'wall_seconds', 'error'])

@@ -114,11 +114,11 @@ def test_sequential_failure_and_collect(lab, tmp_path):
     back = pd.read_csv(tmp_path / 'records.csv')
     assert sorted(back.run_id) == sorted(recs) and len(collect(out, status='ok')) == 2
 
-    # a second sweep skips everything; --retry-failed redoes only the failed run
+    # a second sweep with retry_failed=False (--skip-failed) skips everything; by default a rerun redoes only the failed run
     mt = {rid: (out / 'runs' / rid / 'record.json').stat().st_mtime_ns for rid in recs}
-    again = sweep(g, out, progress=False)
+    again = sweep(g, out, progress=False, retry_failed=False)
     assert again.skipped == 3 and again.seconds < 5
-    retry = sweep(g, out, progress=False, retry_failed=True)
+    retry = sweep(g, out, progress=False)
     assert retry.skipped == 2 and len(retry.failed) == 1
     after = {rid: (out / 'runs' / rid / 'record.json').stat().st_mtime_ns for rid in recs}
     assert [rid for rid in recs if after[rid] != mt[rid]] == [r['run_id'] for r in bad]
