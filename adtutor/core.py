@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #76bb7bee
 from __future__ import annotations
-import os, sys, json, math, time, random, hashlib, inspect, difflib, importlib, tempfile, threading, contextlib, contextvars, ctypes, platform, warnings
+import os, sys, glob, json, math, time, random, hashlib, inspect, difflib, importlib, tempfile, threading, contextlib, contextvars, ctypes, platform, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -15,11 +15,12 @@ from torch import nn, Tensor
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['COMBINE_MODES', 'POSITIVE_SETTINGS', 'SMALL_BATCH', 'MODEL_FORMAT', 'OLD_FORMATS', 'fix_malloc', 'seed_everything',
-           'get_device', 'is_quick', 'repo_root', 'cache_dir', 'data_dir', 'nbs_dir', 'all_notebooks', 'cell_source',
-           'atomic_path', 'atomic_write_text', 'atomic_write_json', 'rss_bytes', 'ResourceMonitor', 'check_pixels',
-           'iter_batches', 'num_images', 'Prediction', 'gaussian_blur', 'upsample', 'combine_maps', 'check_train_data',
-           'AnomalyModel', 'torch_threads', 'threads_for', 'model_sha256', 'MeanImage', 'env_info', 'git_commit']
+__all__ = ['STALE_TEMP_SECONDS', 'COMBINE_MODES', 'POSITIVE_SETTINGS', 'SMALL_BATCH', 'MODEL_FORMAT', 'OLD_FORMATS', 'fix_malloc',
+           'seed_everything', 'get_device', 'is_quick', 'repo_root', 'cache_dir', 'data_dir', 'nbs_dir',
+           'all_notebooks', 'cell_source', 'remove_stale_temps', 'atomic_path', 'atomic_write_text',
+           'atomic_write_json', 'rss_bytes', 'ResourceMonitor', 'check_pixels', 'iter_batches', 'num_images',
+           'Prediction', 'gaussian_blur', 'upsample', 'combine_maps', 'check_train_data', 'AnomalyModel',
+           'torch_threads', 'threads_for', 'model_sha256', 'MeanImage', 'env_info', 'git_commit']
 
 # %% ../nbs/00_core.ipynb #fede4088
 def fix_malloc(threshold: int = 1 << 20) -> bool:
@@ -101,10 +102,20 @@ def cell_source(cell: dict) -> str:
     return ''.join(s) if isinstance(s, list) else s
 
 # %% ../nbs/00_core.ipynb #7bbd4886
+STALE_TEMP_SECONDS = 15 * 60  # a temp file untouched this long is left over from a killed write
+
+def remove_stale_temps(path: str | os.PathLike, older_than: float = STALE_TEMP_SECONDS) -> int:
+    "Delete the `.<name>.*.tmp` files that killed atomic writes to `path` left beside it (untouched for `older_than` s)."
+    path, n, now = Path(path), 0, time.time()
+    for t in path.parent.glob(f'.{glob.escape(path.name)}.*.tmp'):
+        with contextlib.suppress(OSError):
+            if t.is_file() and now - t.stat().st_mtime > older_than: t.unlink(); n += 1
+    return n
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    "Yield a temporary path beside `path`; on success rename it to `path`, on error delete it."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    "Yield a temporary path beside `path`; on success rename it to `path`, on error delete it (stale ones: see above)."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True); remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     os.close(fd)
     try:
