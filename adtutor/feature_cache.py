@@ -41,7 +41,7 @@ def extractor_key(fx) -> str | None:
     if not info.get('sha256') or not getattr(fx, 'frozen', False): return None
     dev = next(fx.parameters()).device
     parts = [info.get('name'), info['sha256'], f"folded={getattr(fx, 'channels_last', False)}", dev.type,
-             torch.__version__, f'threads={torch.get_num_threads()}', 'v1']
+             torch.__version__, f'threads={torch.get_num_threads()}', 'v2']  # v2: frozen CPU extractors run image by image
     return hashlib.sha256('|'.join(map(str, parts)).encode()).hexdigest()[:24]
 
 def image_keys(x: Tensor, base: str) -> list[str]:
