@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_site.ipynb #e7b3a96f
 from __future__ import annotations
-import os, re, ast, sys, json, html, time, shutil, argparse, datetime, tempfile, importlib.util, posixpath, subprocess, copy
+import os, re, ast, sys, json, html, time, shutil, argparse, datetime, tempfile, importlib.util, posixpath, subprocess, copy, urllib.parse
 from configparser import ConfigParser
 from pathlib import Path, PurePosixPath
 
@@ -541,6 +541,7 @@ def _render_page(s: _Site, nb: str, exporter, tmp: Path, warnings: list) -> tupl
     for fn, data in (res.get('outputs') or {}).items():
         (dest.parent / fn).parent.mkdir(parents=True, exist_ok=True); (dest.parent / fn).write_bytes(data)
     body = re.sub(r'<img(?![^>]*\balt=)', '<img alt="output figure"', body)
+    body = re.sub(r'\bid="([^"]*%[0-9A-Fa-f]{2}[^"]*)"', lambda m: f'id="{_esc(urllib.parse.unquote(m[1]))}"', body)  # ids hold the text; links stay %-encoded
     n_ext = len(_re_ext.findall(body)); body = _re_ext.sub('', body)
     if n_ext: warnings.append(f'{nb}: removed {n_ext} external script/link/img reference(s) (the site is offline)')
     body = link_symbols(fix_links(body, nb, page, s.pages, warnings), page, s.symbols)

@@ -50,8 +50,8 @@ def test_every_declaration_points_at_a_notebook_and_a_class():
         mod = importlib.import_module(s.module)
         cls = getattr(mod, s.cls, None)
         assert isinstance(cls, type) and issubclass(cls, AnomalyModel), f'{s.name}: {s.module} has no AnomalyModel class {s.cls}'
-        runtime = getattr(mod, 'METHOD', None)
-        assert runtime is not None and runtime.name == s.name, f'{s.module} does not register {s.name} at import (METHOD = register_method(...))'
+        runtime = R._IMPORTED.get(s.name)   # what importing the module registered (a notebook may declare two, e.g. DFR and FRE)
+        assert runtime is not None and runtime.module == s.module, f'{s.module} does not register {s.name} at import (METHOD = register_method(...))'
         assert {**runtime.__dict__, 'notebook': None} == {**s.__dict__, 'notebook': None}, \
             f'{s.name}: the exported module and the notebook disagree: run nbdev_export'
 
