@@ -127,5 +127,5 @@ METHOD = register_method('cflow', title='CFLOW', family='distribution_map', cls=
                          paper='Gudovskiy, Ishizaka & Kozuka. CFLOW-AD: Real-Time Unsupervised Anomaly Detection with Localization via '
                                'Conditional Normalizing Flows. WACV 2022.',
                          paper_names=['CFlow'],
-                         main={'categories': ['pcb'], 'params': {'epochs': 10, 'image_size': 128, 'crop': 112}, 'seconds': 60},
+                         main={'categories': ['pcb'], 'params': {'epochs': 10, 'image_size': 128, 'crop': 112}, 'seconds': 40},
                          reproduction={'categories': ['bottle'], 'params': {'epochs': 50}, 'timeout': 14400})

@@ -148,5 +148,5 @@ METHOD = register_method('csflow', title='CS-Flow', family='distribution_map', c
                                'Detection. WACV 2022.',
                          paper_names=['CS-Flow'],
                          main={'categories': ['pcb'], 'params': {'epochs': 6, 'image_size': 128, 'crop': 112, 'input_size': 192,
-                                                                  'hidden_channels': 64}, 'seconds': 60},
+                                                                  'hidden_channels': 64}, 'seconds': 35},
                          reproduction={'categories': ['bottle'], 'params': {'epochs': 24}, 'timeout': 14400})

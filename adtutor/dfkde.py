@@ -83,5 +83,5 @@ from .registry import register_method
 METHOD = register_method('dfkde', title='DFKDE', family='distribution_map', cls='DFKDE',
                          paper='Deep Feature Kernel Density Estimation, in Akcay, Ameln, Vaidya, Lakshmanan, Ahuja & Genc. Anomalib: '
                                'A Deep Learning Library for Anomaly Detection. ICIP 2022 (kernel density: Parzen 1962; bandwidth: Scott 1992).',
-                         paper_names=['DFKDE'], main={'categories': ['pcb', 'fabric'], 'seconds': 30},
+                         paper_names=['DFKDE'], main={'categories': ['pcb', 'fabric'], 'seconds': 25},
                          reproduction={'categories': ['bottle'], 'timeout': 1800})

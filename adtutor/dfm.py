@@ -93,5 +93,5 @@ from .registry import register_method
 METHOD = register_method('dfm', title='DFM', family='distribution_map', cls='DFM',
                          paper='Ahuja, Ndiour, Kalyanpur & Tickoo. Probabilistic Modeling of Deep Features for Out-of-Distribution '
                                'and Adversarial Detection. arXiv:1909.11786, 2019.',
-                         paper_names=['DFM'], main={'categories': ['pcb', 'fabric'], 'seconds': 30},
+                         paper_names=['DFM'], main={'categories': ['pcb', 'fabric'], 'seconds': 20},
                          reproduction={'categories': ['bottle'], 'timeout': 1800})

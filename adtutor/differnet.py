@@ -107,7 +107,7 @@ METHOD = register_method('differnet', title='DifferNet', family='distribution_ma
                          paper='Rudolph, Wandt & Rosenhahn. Same Same But DifferNet: Semi-Supervised Defect Detection with '
                                'Normalizing Flows. WACV 2021.',
                          paper_names=['DifferNet'],
-                         main={'categories': ['pcb'], 'params': {'epochs': 20, 'image_size': 128, 'crop': 112, 'scales': [224, 112, 56],
-                                                                  'train_views': 4, 'test_views': 4}, 'seconds': 60},
+                         main={'categories': ['pcb'], 'params': {'epochs': 8, 'image_size': 128, 'crop': 112, 'scales': [224, 112, 56],
+                                                                  'train_views': 4, 'test_views': 2}, 'seconds': 60},
                          reproduction={'categories': ['bottle'], 'params': {'epochs': 96, 'train_views': 8, 'test_views': 16},
                                        'timeout': 14400})

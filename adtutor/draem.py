@@ -280,7 +280,7 @@ METHOD = register_method('draem', title='DRAEM', family='reconstruction', cls='D
                                'anomaly detection. ICCV 2021.',
                          paper_names=['DRAEM'],
                          main={'categories': ['pcb'], 'params': {'size': 64, 'recon_width': 16, 'disc_width': 16, 'epochs': 20,
-                                                                 'lr': 0.001, 'score_window': 5}, 'seconds': 55},
+                                                                 'lr': 0.001, 'score_window': 5}, 'seconds': 47},
                          reproduction={'categories': ['bottle'], 'params': {'size': 128, 'recon_width': 32, 'disc_width': 32, 'epochs': 150,
                                                                             'lr': 0.0005, 'score_window': 11, 'monitor_test': True},
                                        'timeout': 14400})

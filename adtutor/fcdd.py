@@ -106,5 +106,5 @@ def anomaly_map(self: FCDD, x: Tensor):
 METHOD = register_method('fcdd', title='FCDD', family='one_class', cls='FCDD',
                          paper='Liznerski, Ruff, Vandermeulen, Franks, Kloft & Müller. Explainable Deep One-Class Classification. ICLR 2021.',
                          paper_names=['FCDD'],
-                         main={'categories': ['pcb'], 'params': {'epochs': 20}},
+                         main={'categories': ['pcb'], 'params': {'epochs': 10}, 'seconds': 55},
                          reproduction={'categories': ['bottle'], 'timeout': 10800})

@@ -130,6 +130,6 @@ from .registry import register_method
 METHOD = register_method('riad', title='RIAD', family='reconstruction', cls='RIAD',
                          paper='Zavrtanik, Kristan & Skočaj. Reconstruction by inpainting for visual anomaly detection. Pattern Recognition 112, 2021.',
                          paper_names=['RIAD'],
-                         main={'categories': ['pcb'], 'params': {'size': 64, 'width': 16, 'epochs': 12, 'lr': 0.001}, 'seconds': 60},
+                         main={'categories': ['pcb'], 'params': {'size': 64, 'width': 16, 'epochs': 12, 'lr': 0.001}, 'seconds': 50},
                          reproduction={'categories': ['bottle'], 'params': {'size': 128, 'width': 32, 'epochs': 80, 'lr': 0.0005},
                                        'timeout': 14400})

@@ -99,7 +99,7 @@ METHOD = register_method('uflow', title='U-Flow', family='distribution_map', cls
                          paper='Tailanian, Pardo & Musé. U-Flow: A U-shaped Normalizing Flow for Anomaly Detection with Unsupervised '
                                'Threshold. Journal of Mathematical Imaging and Vision, 2024 (arXiv:2211.12353).',
                          paper_names=['UFLOW'],
-                         main={'categories': ['pcb'], 'params': {'epochs': 10, 'image_size': 128, 'crop': 112}, 'seconds': 60},
+                         main={'categories': ['pcb'], 'params': {'epochs': 10, 'image_size': 128, 'crop': 112}, 'seconds': 21},
                          reproduction={'categories': ['bottle'], 'params': {'epochs': 100}, 'timeout': 14400})
 
 # %% ../nbs/distribution_map/27_uflow.ipynb #ac0b5bea
