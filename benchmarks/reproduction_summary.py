@@ -23,6 +23,10 @@ def _fmt(v):
     return str(v)
 
 
+def _m(v):  # a metric, or '–' where the method has none (e.g. DFKDE makes no pixel map)
+    return '–' if v is None or v != v else f'{v:.4f}'
+
+
 def main(out=SRC / 'README.md'):
     recs = [dict(r, _file=f.name) for f in sorted(SRC.glob('*.json'))
             if isinstance(r := json.loads(f.read_text()), dict) and 'image_auroc' in r]
@@ -33,7 +37,7 @@ def main(out=SRC / 'README.md'):
         sets = ', '.join(f'{k}={_fmt(r[k])}' for k in KEYS if r.get(k) not in (None, '', []))
         spe = r.get('seconds_per_epoch')
         peek = ' †' if r.get('val_on_test') else ''
-        rows.append(f"| {r['method']}{peek} | {r['category']} | {sets} | {r['image_auroc']:.4f} | {r['pixel_auroc']:.4f} | {r['aupro']:.4f} | "
+        rows.append(f"| {r['method']}{peek} | {r['category']} | {sets} | {_m(r['image_auroc'])} | {_m(r.get('pixel_auroc'))} | {_m(r.get('aupro'))} | "
                     f"{r['fit_seconds']:.0f} | {'' if spe is None else f'{spe:.1f}'} | {r['infer_ms_per_image']:.0f} | "
                     f"{max(r.get('fit_peak_rss_mb') or 0, r.get('infer_peak_rss_mb') or 0):.0f} | {str(r.get('git_commit'))[:12]} | "
                     f"`{r['_file']}` |")
