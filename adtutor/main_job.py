@@ -64,7 +64,7 @@ def _run_benchmarks(out: Path, docs: Path, csv: Path, results_dir: Path, quick: 
         rel = nb.relative_to(nbs_dir()); dst = docs / rel
         print(f'== benchmark notebook {rel} ...', flush=True)
         r = run_notebook(nb, dst, {'records': str(csv), 'out_dir': str(results_dir), 'quick': bool(quick)},
-                         quick=bool(quick), timeout=1800, log=out / 'logs' / f'{nb.stem}.log')
+                         quick=bool(quick), timeout=1800, log=out / 'logs' / f'{nb.stem}.log', skip_flags=('exercise',))  # like the labs and lessons
         bench.append({'notebook': str(dst.relative_to(out)), 'source': str(rel), 'ok': r['ok'],
                       'seconds': round(r['seconds'], 1), 'error': r['error']})
         print(f"   {'ok' if r['ok'] else 'FAILED'} in {r['seconds']:.1f} s" + ('' if r['ok'] else f": {r['error']}"), flush=True)
