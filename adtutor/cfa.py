@@ -122,5 +122,5 @@ def anomaly_map(self: CFA, x: Tensor) -> Tensor:
 # %% ../nbs/memory_bank/13_cfa.ipynb #9471612c
 METHOD = register_method('cfa', title='CFA', family='memory_bank', cls='CFA',
                          paper='Lee, Lee & Song. CFA: Coupled-Hypersphere-Based Feature Adaptation for Target-Oriented Anomaly Localization. IEEE Access 10, 2022.',
-                         paper_names=['CFA'], main={'categories': ['pcb', 'fabric'], 'seconds': 82},
+                         paper_names=['CFA'], main={'categories': ['pcb', 'fabric'], 'seconds': 65},
                          reproduction={'categories': ['bottle']})

@@ -146,5 +146,5 @@ def anomaly_map(self: CutPaste, x: Tensor):
 METHOD = register_method('cutpaste', title='CutPaste', family='one_class', cls='CutPaste',
                          paper='Li, Sohn, Yoon & Pfister. CutPaste: Self-Supervised Learning for Anomaly Detection and Localization. CVPR 2021.',
                          paper_names=['CutPaste'],
-                         main={'categories': ['pcb'], 'params': {'epochs': 3, 'image_size': 128, 'crop': 112}, 'seconds': 80},
+                         main={'categories': ['pcb'], 'params': {'epochs': 2, 'image_size': 112, 'crop': 96}, 'seconds': 45},
                          reproduction={'categories': ['bottle'], 'timeout': 10800})

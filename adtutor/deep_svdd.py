@@ -170,5 +170,5 @@ def anomaly_map(self: DeepSVDD, x: Tensor):
 METHOD = register_method('deep_svdd', title='Deep SVDD', family='one_class', cls='DeepSVDD',
                          paper='Ruff, Vandermeulen, Görnitz, Deecke, Siddiqui, Binder, Müller & Kloft. Deep One-Class Classification. ICML 2018.',
                          paper_names=['Deep SVDD', 'DeepSVDD', 'DSVDD'],
-                         main={'categories': ['pcb'], 'params': {'ae_epochs': 60, 'epochs': 60}, 'seconds': 62},
+                         main={'categories': ['pcb'], 'params': {'ae_epochs': 60, 'epochs': 60}, 'seconds': 55},
                          reproduction={'categories': ['bottle'], 'timeout': 7200})

@@ -108,6 +108,6 @@ METHOD = register_method('differnet', title='DifferNet', family='distribution_ma
                                'Normalizing Flows. WACV 2021.',
                          paper_names=['DifferNet'],
                          main={'categories': ['pcb'], 'params': {'epochs': 8, 'image_size': 128, 'crop': 112, 'scales': [224, 112, 56],
-                                                                  'train_views': 4, 'test_views': 2}, 'seconds': 60},
+                                                                  'train_views': 2, 'test_views': 2}, 'seconds': 54},
                          reproduction={'categories': ['bottle'], 'params': {'epochs': 96, 'train_views': 8, 'test_views': 16},
                                        'timeout': 14400})

@@ -106,28 +106,36 @@ def _print_summary(m: dict, times: dict, res, out: Path):
 # %% ../nbs/08e_main_job.ipynb #e8e1c031
 OVERRUN = 1.5   # a lab is flagged when its mean run takes longer than this times its budget
 
+def _spec_for(run: dict, specs: list):
+    "The registry entry a grid run belongs to: same notebook, its main-job params set as in the run (most specific wins)."
+    same = [s for s in specs if s.notebook == run['notebook']]
+    p, n = run.get('parameters') or {}, lambda s: len(s.main.get('params') or {})
+    fits = [s for s in same if all(p.get(k) == v for k, v in (s.main.get('params') or {}).items())]
+    return max(fits or same, key=n, default=None)
+
 def budget_table(runs: list[dict]):
-    "One row per lab in the grid's `runs`: its title, number of runs, budget per run (registry) and in total."
+    "One row per lab in the grid's `runs` (a registry entry: two methods in one notebook are two rows): title, runs, budget."
     import pandas as pd
     from adtutor.registry import declared_methods
-    specs = {s.notebook: s for s in declared_methods().values()}
-    rows = {}
+    specs, rows = list(declared_methods().values()), {}
     for r in runs:
-        s = specs.get(r['notebook'])
-        row = rows.setdefault(r['notebook'], {'lab': s.title if s else Path(r['notebook']).stem, 'notebook': r['notebook'], 'runs': 0,
-                                              'budget_s': (s.main.get('seconds') if s else None)})
-        row['runs'] += 1
-    df = pd.DataFrame(list(rows.values()), columns=['lab', 'notebook', 'runs', 'budget_s'])
+        s = _spec_for(r, specs)
+        row = rows.setdefault(s.name if s else r['notebook'], {'lab': s.title if s else Path(r['notebook']).stem, 'notebook': r['notebook'],
+                                                               'runs': 0, 'budget_s': (s.main.get('seconds') if s else None), 'run_ids': []})
+        row['runs'] += 1; row['run_ids'].append(r.get('id'))
+    df = pd.DataFrame(list(rows.values()), columns=['lab', 'notebook', 'runs', 'budget_s', 'run_ids'])
     df['budget_total_s'] = df['runs'] * df['budget_s']
     return df
 
 def measured_table(budget, records: list[dict]):
     "`budget` with what the runs in `records` measured: total and mean seconds per run, ratio to budget, overrun flag."
     import pandas as pd
-    secs = pd.DataFrame([{'notebook': r.get('notebook'), 'wall': r.get('wall_seconds')} for r in records])
-    got = secs.groupby('notebook')['wall'].agg(['sum', 'mean']).rename(columns={'sum': 'measured_total_s', 'mean': 'measured_per_run_s'}) \
-        if len(secs) else pd.DataFrame(columns=['measured_total_s', 'measured_per_run_s'])
-    df = budget.merge(got, left_on='notebook', right_index=True, how='left')
+    row_of = {i: k for k, ids in budget['run_ids'].items() for i in ids}
+    by_nb = budget.reset_index().drop_duplicates('notebook', keep=False).set_index('notebook')['index']
+    def row(r): return row_of.get(r.get('run_id'), by_nb.get(r.get('notebook')))
+    secs = pd.DataFrame([{'row': row(r), 'wall': r.get('wall_seconds')} for r in records], columns=['row', 'wall']).dropna(subset=['row'])
+    got = secs.groupby('row')['wall'].agg(['sum', 'mean']).rename(columns={'sum': 'measured_total_s', 'mean': 'measured_per_run_s'})
+    df = budget.join(got)
     df['ratio'] = df['measured_per_run_s'] / df['budget_s']
     df['overrun'] = df['ratio'] > OVERRUN
     return df

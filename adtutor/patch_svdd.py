@@ -131,5 +131,5 @@ def anomaly_map(self: PatchSVDD, x: Tensor) -> Tensor:
 METHOD = register_method('patch_svdd', title='Patch SVDD', family='one_class', cls='PatchSVDD',
                          paper='Yi & Yoon. Patch SVDD: Patch-level SVDD for Anomaly Detection and Segmentation. ACCV 2020.',
                          paper_names=['Patch SVDD', 'PatchSVDD', 'Patch-SVDD', 'P-SVDD'],
-                         main={'categories': ['pcb'], 'params': {'epochs': 20, 'image_size': 128, 'crop': 112}, 'seconds': 80},
+                         main={'categories': ['pcb'], 'params': {'epochs': 5, 'image_size': 128, 'crop': 112}, 'seconds': 60},
                          reproduction={'categories': ['bottle'], 'timeout': 10800})

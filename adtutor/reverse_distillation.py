@@ -127,5 +127,5 @@ from .registry import register_method
 METHOD = register_method('rd', title='Reverse Distillation', family='teacher_student', cls='ReverseDistillation',
                          paper='Deng & Li. Anomaly Detection via Reverse Distillation from One-Class Embedding. CVPR 2022.',
                          paper_names=['RD', 'RevDist', 'RD4AD'],
-                         main={'categories': ['pcb'], 'params': {'epochs': 60}, 'seconds': 170},
+                         main={'categories': ['pcb'], 'params': {'epochs': 60}, 'seconds': 180},
                          reproduction={'categories': ['bottle'], 'timeout': 21600})

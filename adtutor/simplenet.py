@@ -104,5 +104,5 @@ def learn(self: SimpleNet, train_data, progress: bool = True, **loop_kw):
 METHOD = register_method('simplenet', title='SimpleNet', family='synthesizing', cls='SimpleNet',
                          paper='Liu, Zhou, Xu & Yuan. SimpleNet: A Simple Network for Image Anomaly Detection and Localization. CVPR 2023.',
                          paper_names=['SimpleNet'],
-                         main={'categories': ['pcb'], 'params': {'epochs': 40}, 'seconds': 64},
+                         main={'categories': ['pcb'], 'params': {'epochs': 40}, 'seconds': 50},
                          reproduction={'categories': ['bottle'], 'timeout': 14400})
