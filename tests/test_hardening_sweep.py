@@ -160,3 +160,17 @@ def test_reproduction_summary_names_both_sources(tmp_path):
     mod = runpy.run_path(str(ROOT / 'benchmarks' / 'reproduction_summary.py'), run_name='not_main')
     md = Path(mod['main'](out=tmp_path / 'README.md')).read_text()
     assert 'anomalib re-run' in md and 'paper = the original papers' in md
+
+
+def test_reproduction_summary_compares_lab_defaults_only(tmp_path):
+    "A record with other settings (dfm_bottle_pool2_fre.json) is listed but not averaged into the comparison with DFM's defaults."
+    import json, runpy, shutil
+    src = ROOT / 'results' / 'reproduction'
+    if not all((src / f).exists() for f in ('dfm_bottle.json', 'dfm_bottle_pool2_fre.json')): pytest.skip('no DFM bottle records')
+    for f in ('dfm_bottle.json', 'dfm_bottle_pool2_fre.json'): shutil.copy(src / f, tmp_path / f)
+    mod = runpy.run_path(str(ROOT / 'benchmarks' / 'reproduction_summary.py'), run_name='not_main')
+    md = Path(mod['main'](out=tmp_path / 'README.md', src=tmp_path)).read_text()
+    default = json.loads((src / 'dfm_bottle.json').read_text())
+    assert md.count('| DFM | bottle |') == 2                              # both listed
+    row = next(l for l in md.splitlines() if l.startswith('| bottle |'))
+    assert f"{100 * default['image_auroc']:.1f} / {100 * default['pixel_auroc']:.1f}" in row   # the comparison: defaults only
