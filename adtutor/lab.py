@@ -15,7 +15,7 @@ from .evaluation import evaluate, save_record
 from .train import training_record
 
 # %% auto #0
-__all__ = ['METRICS', 'start_lab', 'run_settings', 'evaluate_lab', 'check_save_load', 'show_results']
+__all__ = ['METRICS', 'start_lab', 'run_settings', 'evaluate_lab', 'check_save_load', 'show_results', 'real_records']
 
 # %% ../nbs/11_lab.ipynb #l0000007
 def start_lab(quick: bool | None = None, seed: int = 0) -> bool:
@@ -84,3 +84,20 @@ def show_results(model: AnomalyModel, preds: dict, test_data, n: int = 4) -> lis
         fig, ax = plt.subplots(figsize=(6, 3.2))
         history.plot(ax, title=f'{type(model).__name__}: training loss'); figs.append(fig)
     return figs
+
+# %% ../nbs/11_lab.ipynb #424e13cb
+def real_records(method: str, category: str = 'bottle', bars: dict | None = None,
+                 keys: tuple = ('epochs_run', 'backbone', 'image_size', 'seed', 'fit_seconds')) -> 'pd.DataFrame':
+    "Records `results/reproduction/<method>_<category>*.json` as rows (file, metrics, `keys`); `bars` {metric: minimum} adds `<metric>_met`."
+    import json, pandas as pd
+    from adtutor.core import repo_root
+    root = repo_root()
+    files = sorted((root / 'results' / 'reproduction').glob(f'{method}_{category}*.json')) if root else []
+    rows = []
+    for f in files:
+        r = json.loads(f.read_text())
+        if not isinstance(r, dict) or 'image_auroc' not in r: continue
+        row = {'record': f.name, **{m: r.get(m) for m in METRICS}, **{k: r.get(k) for k in keys}}
+        for m, v in (bars or {}).items(): row[f'{m}_met'] = r.get(m) is not None and r[m] >= v
+        rows.append(row)
+    return pd.DataFrame(rows)
