@@ -88,16 +88,17 @@ def show_results(model: AnomalyModel, preds: dict, test_data, n: int = 4) -> lis
 # %% ../nbs/11_lab.ipynb #424e13cb
 def real_records(method: str, category: str = 'bottle', bars: dict | None = None,
                  keys: tuple = ('epochs_run', 'backbone', 'image_size', 'seed', 'fit_seconds')) -> 'pd.DataFrame':
-    "Records `results/reproduction/<method>_<category>*.json` as rows (file, metrics, `keys`); `bars` {metric: minimum} adds `<metric>_met`."
-    import json, pandas as pd
+    """Records `results/reproduction/<method>_<category>*.json` as rows (file, whether it is the lab's defaults, metrics, `keys`);
+    `bars` {metric: minimum} adds `<metric>_met`. Read by `adtutor.records.loose_records`, like every results table."""
+    import pandas as pd
     from adtutor.core import repo_root
+    from adtutor.records import loose_records, is_default_record
     root = repo_root()
-    files = sorted((root / 'results' / 'reproduction').glob(f'{method}_{category}*.json')) if root else []
+    recs = loose_records(root / 'results' / 'reproduction', f'{method}_{category}*.json', variants=True) if root else []
     rows = []
-    for f in files:
-        r = json.loads(f.read_text())
-        if not isinstance(r, dict) or 'image_auroc' not in r: continue
-        row = {'record': f.name, **{m: r.get(m) for m in METRICS}, **{k: r.get(k) for k in keys}}
+    for r in recs:
+        row = {'record': r['record_file'], 'default': is_default_record(r['record_file'], r),
+               **{m: r.get(m) for m in METRICS}, **{k: r.get(k) for k in keys}}
         for m, v in (bars or {}).items(): row[f'{m}_met'] = r.get(m) is not None and r[m] >= v
         rows.append(row)
     return pd.DataFrame(rows)

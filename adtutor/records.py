@@ -12,7 +12,8 @@ from .core import atomic_path, repo_root, cache_dir
 
 # %% auto #0
 __all__ = ['FIRST_COLUMNS', 'RESULT_FOLDERS', 'read_json', 'RecordWarning', 'load_record', 'read_record', 'flatten_record',
-           'write_table', 'collect', 'read_results', 'found_records', 'quick_sweep_dir']
+           'write_table', 'collect', 'is_default_record', 'loose_records', 'read_results', 'found_records',
+           'quick_sweep_dir']
 
 # %% ../nbs/08c_records.ipynb #c8e1c007
 def read_json(path: str | os.PathLike) -> dict | None:
@@ -92,17 +93,32 @@ def collect(out: str | os.PathLike | Iterable, to: str | os.PathLike | None = No
     return df
 
 # %% ../nbs/08c_records.ipynb #c8e1c014
+def is_default_record(path: str | os.PathLike, rec: dict) -> bool:
+    """Whether a loose record is a lab's reproduction run: named `<method>_<category>.json` (the settings of the method's
+    registry entry, `reproduction`: the lab defaults unless it names a CPU schedule; see sweeps/bottle.yaml) and not
+    selected on the test set."""
+    return Path(path).stem.endswith(f"_{rec.get('category')}") and not rec.get('val_on_test')
+
+def loose_records(folder: str | os.PathLike, pattern: str = '*.json', variants: bool = False) -> list[dict]:
+    """The run records among the `pattern` files of `folder` (loose records written by the labs' `result_path`, e.g.
+    `results/reproduction/`), each with its file name as `record_file`. The labs' reproduction runs only, unless `variants`:
+    a suffix after the category (`dfm_bottle_pool2_fre.json`) marks other settings, and a run selected on the test set
+    (`val_on_test`, e.g. the STFPM lab's IADBE re-enactment) is not a result to tabulate."""
+    recs = []
+    for f in sorted(Path(folder).glob(pattern)):
+        r = read_json(f)
+        if isinstance(r, dict) and 'method' in r and 'image_auroc' in r and (variants or is_default_record(f, r)):
+            recs.append({**r, 'record_file': f.name})
+    return recs
+
 def read_results(src):
-    "Records as a DataFrame from a sweep folder, a CSV/Parquet file, a DataFrame, or a list of these."
+    "Records as a DataFrame from a sweep folder, a folder of loose records (reproduction runs only), a CSV/Parquet file, a DataFrame, or a list of these."
     import pandas as pd
     if isinstance(src, pd.DataFrame): return src
     if isinstance(src, (list, tuple)): return pd.concat([read_results(s) for s in src], ignore_index=True)
     p = Path(src)
-    if p.is_dir() and not any(p.glob('runs/*/record.json')) and (js := sorted(p.glob('*.json'))):
-        # a folder of loose records, e.g. results/reproduction/<method>_bottle.json written by the labs' `result_path`;
-        # runs selected on the test set (`val_on_test`, e.g. the STFPM lab's IADBE re-enactment) are not results to tabulate
-        recs = [r for f in js if isinstance(r := read_json(f), dict) and 'method' in r and 'image_auroc' in r and not r.get('val_on_test')]
-        if recs: return pd.DataFrame([flatten_record(r) for r in recs])
+    if p.is_dir() and not any(p.glob('runs/*/record.json')) and any(p.glob('*.json')):
+        if recs := loose_records(p): return pd.DataFrame([flatten_record(r) for r in recs])
     if p.is_dir(): return collect(p)
     if not p.exists(): raise FileNotFoundError(f'no records at {p}: give a sweep output folder or the CSV written by `adtutor-sweep collect`')
     return pd.read_parquet(p) if p.suffix == '.parquet' else pd.read_csv(p)

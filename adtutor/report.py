@@ -74,6 +74,9 @@ def load(records=None, status: str = 'ok') -> pd.DataFrame:
         if c in df: df[c] = pd.to_numeric(df[c], errors='coerce')
     for c in ('backbone', 'weights'):
         if c not in df: df[c] = None
+    # a method trained from scratch (Deep SVDD, the autoencoders) records no backbone: say so rather than print NaN
+    df['backbone'] = df['backbone'].where(df['backbone'].notna() & (df['backbone'].astype(str) != ''), 'none')
+    if 'seed' in df: df['seed'] = pd.to_numeric(df['seed'], errors='coerce').astype('Int64')  # 0, not 0.0, when a record lacks it
     df['method'] = df['method'].astype(str)
     cfg = df[['method', 'backbone', 'image_size']].astype(str).drop_duplicates()
     multi = set(cfg.method[cfg.method.duplicated()])

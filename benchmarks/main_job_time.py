@@ -50,6 +50,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--out', default='results/main', help="the main job's output folder (holds timing.json)")
     ap.add_argument('--setup', type=float); ap.add_argument('--site', type=float); ap.add_argument('--total', type=float)
+    ap.add_argument('--commit', help="the checkout's commit when the job started (scripts/main.sh passes it: by the end the job has "
+                    "rewritten tracked tables, which `git status` would report as +dirty); default: the commit now")
     ap.add_argument('--no-publish', action='store_true', help='do not write benchmarks/results/main_job_time.md')
     a = ap.parse_args(argv)
     f = Path(a.out) / 'timing.json'
@@ -57,7 +59,7 @@ def main(argv=None):
     t = json.loads(f.read_text())
     env = env_info()
     t.update({k: v for k, v in dict(setup_seconds=a.setup, site_seconds=a.site, total_seconds=a.total).items() if v is not None})
-    t.update(git_commit=env.get('git_commit'), torch=env.get('torch'), cuda=env.get('cuda'), machine=platform.platform())
+    t.update(git_commit=a.commit or env.get('git_commit'), torch=env.get('torch'), cuda=env.get('cuda'), machine=platform.platform())
     atomic_write_json(f, t)
     md = render(t)
     atomic_write_text(Path(a.out) / 'main_job_time.md', md)

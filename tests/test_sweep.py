@@ -240,9 +240,10 @@ def test_main_job_quick(lab, tmp_path, capsys):
     assert t['runs'] == {'total': 3, 'ok': 3} and t['labs'][0]['runs'] == 3 and t['executor'] in ('pool', 'sequential')
     # the wall-time record is written from timing.json by a script, never by hand
     r = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'main_job_time.py'), '--out', str(out), '--setup', '12', '--site', '3',
-                        '--total', '100', '--no-publish'], capture_output=True, text=True, cwd=ROOT)
+                        '--total', '100', '--commit', 'abc123', '--no-publish'], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     md = (out / 'main_job_time.md').read_text()
+    assert '(commit abc123)' in md and json.loads((out / 'timing.json').read_text())['git_commit'] == 'abc123'  # the commit at the start
     assert '| set-up (scripts/setup.sh: venv, packages, weights) | 12 |' in md and 'within' in md and 'toy_lab' in md
 
 
