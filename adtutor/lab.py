@@ -15,7 +15,8 @@ from .evaluation import evaluate, save_record
 from .train import training_record
 
 # %% auto #0
-__all__ = ['METRICS', 'start_lab', 'run_settings', 'evaluate_lab', 'check_save_load', 'show_results', 'real_records']
+__all__ = ['METRICS', 'start_lab', 'run_settings', 'evaluate_lab', 'check_save_load', 'show_results', 'real_records',
+           'real_curves']
 
 # %% ../nbs/11_lab.ipynb #l0000007
 def start_lab(quick: bool | None = None, seed: int = 0) -> bool:
@@ -86,19 +87,39 @@ def show_results(model: AnomalyModel, preds: dict, test_data, n: int = 4) -> lis
     return figs
 
 # %% ../nbs/11_lab.ipynb #424e13cb
-def real_records(method: str, category: str = 'bottle', bars: dict | None = None,
-                 keys: tuple = ('epochs_run', 'backbone', 'image_size', 'seed', 'fit_seconds')) -> 'pd.DataFrame':
-    """Records `results/reproduction/<method>_<category>*.json` as rows (file, whether it is the lab's defaults, metrics, `keys`);
-    `bars` {metric: minimum} adds `<metric>_met`. Read by `adtutor.records.loose_records`, like every results table."""
-    import pandas as pd
+def _reproduction_records(method: str, category: str, folder) -> list[dict]:
     from adtutor.core import repo_root
-    from adtutor.records import loose_records, is_default_record
-    root = repo_root()
-    recs = loose_records(root / 'results' / 'reproduction', f'{method}_{category}*.json', variants=True) if root else []
+    from adtutor.records import loose_records
+    if folder is None:
+        if (root := repo_root()) is None: return []
+        folder = root / 'results' / 'reproduction'
+    return loose_records(folder, f'{method}_{category}*.json', variants=True) if Path(folder).is_dir() else []
+
+def real_records(method: str, category: str = 'bottle', bars: dict | None = None,
+                 keys: tuple = ('epochs_run', 'backbone', 'image_size', 'seed', 'fit_seconds'), folder=None) -> 'pd.DataFrame':
+    """Records `<method>_<category>*.json` of `folder` (default: the checkout's results/reproduction) as rows: file, whether it
+    is the lab's reproduction run (the one the results tables compare), metrics, `keys`; `bars` {metric: minimum} adds
+    `<metric>_met`. Read by `adtutor.records.loose_records`, like every results table."""
+    import pandas as pd
+    from adtutor.records import is_default_record
     rows = []
-    for r in recs:
+    for r in _reproduction_records(method, category, folder):
         row = {'record': r['record_file'], 'default': is_default_record(r['record_file'], r),
                **{m: r.get(m) for m in METRICS}, **{k: r.get(k) for k in keys}}
         for m, v in (bars or {}).items(): row[f'{m}_met'] = r.get(m) is not None and r[m] >= v
         rows.append(row)
     return pd.DataFrame(rows)
+
+def real_curves(method: str, category: str = 'bottle', folder=None, ax=None):
+    "The training loss per epoch of every such record that holds one (log scale), one line each; None when none does."
+    recs = [r for r in _reproduction_records(method, category, folder) if r.get('loss_per_epoch')]
+    if not recs: return None
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(6, 3.2))
+    for r in recs:
+        loss = r['loss_per_epoch']
+        ax.plot(range(1, len(loss) + 1), loss, label=f"{r['record_file']} ({len(loss)} epochs)")
+    ax.set(xlabel='epoch', ylabel='training loss', title=f'{method} on {category}: training curves of the records')
+    if all(v > 0 for r in recs for v in r['loss_per_epoch']): ax.set_yscale('log')
+    ax.legend(fontsize=7)
+    return ax.figure
