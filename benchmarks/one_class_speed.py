@@ -14,7 +14,7 @@ batch 1, and peak RSS. Run it alone:
 Writes benchmarks/results/one_class_speed_<data>.json and .md (atomically).
 """
 from __future__ import annotations
-import argparse, datetime, time
+import argparse, datetime, os, time
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +71,7 @@ def main(argv=None):
     ap.add_argument('--only', nargs='*', help='method names to run (default: all)')
     a = ap.parse_args(argv)
     train, test = get_data(a.data, a.category, 256, 224)
+    load_start = os.getloadavg()[0]  # the machine's load beside this run: timings taken on a busy machine are upper bounds
     rows = []
     for name, (cls, kw) in methods(a.epochs).items():
         if a.only and name not in a.only: continue
@@ -79,11 +80,13 @@ def main(argv=None):
               f"infer {r['infer_ms_per_image_batch16']:6.1f} ms/img (batch 16), {r['infer_ms_batch1']:6.1f} ms (batch 1)", flush=True)
     stem = f'one_class_speed_{a.data}'
     meta = dict(data=a.data, category=train.category, image_size=224, torch_threads=torch.get_num_threads(),
+                load_average_start_end=[round(load_start, 2), round(os.getloadavg()[0], 2)],
                 timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'), **env_info())
     atomic_write_json(RESULTS / f'{stem}.json', dict(meta=meta, rows=rows))
     lines = [f'# One-class family: training and inference speed ({a.data}/{train.category}, 224 px, {len(train)} training images)', '',
              f'Written by `benchmarks/one_class_speed.py` on {meta["timestamp"]} ({meta["cpus"]} CPUs, {meta["torch_threads"]} torch threads, '
-             f'git {meta["git_commit"]}). Per-epoch figures are medians over a {a.epochs}-epoch fit; feature precomputation is in fit seconds only.', '',
+             f'git {meta["git_commit"]}; 1-minute load average at start/end {meta["load_average_start_end"][0]}/{meta["load_average_start_end"][1]}: '
+             f'above the torch thread count, other jobs shared the CPUs and the times are upper bounds). Per-epoch figures are medians over a {a.epochs}-epoch fit; feature precomputation is in fit seconds only.', '',
              '| method | s/epoch | training images/s | AE pretraining s/epoch | fit s (timing run) | inference ms/image (batch 16) | ms (batch 1) | peak RSS MiB |',
              '|---|---|---|---|---|---|---|---|']
     for r in rows:
