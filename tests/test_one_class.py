@@ -213,3 +213,16 @@ def test_patch_svdd_fit_predict_save_load(tmp_path):
     assert float(train_maps.max()) < 1e-4
     m.save(tmp_path / 'p.pt'); l = AnomalyModel.load(tmp_path / 'p.pt')
     assert torch.equal(l.predict(x).maps, p.maps)
+
+
+def test_one_class_speed_benchmark_writes_its_results(tmp_path):
+    "benchmarks/one_class_speed.py runs end to end (one method, one epoch) and writes its .json and .md where told."
+    import json, subprocess, sys
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / 'benchmarks' / 'one_class_speed.py'), '--only', 'deep_svdd', '--epochs', '1',
+                        '--out', str(tmp_path)], capture_output=True, text=True, cwd=root, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path / 'one_class_speed_builtin.json').read_text())
+    assert [row['method'] for row in res['rows']] == ['deep_svdd'] and res['rows'][0]['seconds_per_epoch'] > 0
+    assert len(res['meta']['load_average_start_end']) == 2 and res['meta']['torch_threads'] >= 1
+    assert '| deep_svdd |' in (tmp_path / 'one_class_speed_builtin.md').read_text()
