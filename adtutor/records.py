@@ -119,6 +119,8 @@ def read_results(src):
     p = Path(src)
     if p.is_dir() and not any(p.glob('runs/*/record.json')) and any(p.glob('*.json')):
         if recs := loose_records(p): return pd.DataFrame([flatten_record(r) for r in recs])
+    if p.is_dir() and not any(p.glob('runs/*/record.json')) and (p / 'records.csv').is_file():
+        return pd.read_csv(p / 'records.csv')   # a sweep folder whose runs were not kept, only the table `collect` wrote
     if p.is_dir(): return collect(p)
     if not p.exists(): raise FileNotFoundError(f'no records at {p}: give a sweep output folder or the CSV written by `adtutor-sweep collect`')
     return pd.read_parquet(p) if p.suffix == '.parquet' else pd.read_csv(p)
