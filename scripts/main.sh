@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 t0=$(date +%s)
 bash scripts/setup.sh
 . .venv/bin/activate
+# this checkout's package first, for pytest and every notebook kernel (a PYTHONPATH naming another copy of adtutor
+# would otherwise be imported instead)
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export ADTUTOR_SETUP_SECONDS=$(( $(date +%s) - t0 ))
 OUT=${OUT:-results/main}
 start=$(date +%s)

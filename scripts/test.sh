@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
+# this checkout's package first, for pytest and every notebook kernel (a PYTHONPATH naming another copy of adtutor
+# would otherwise be imported instead)
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export ADTUTOR_QUICK=1 PYTHONHASHSEED=0
 # headless Chromium for the docs-site test (Debian packages)
 if { ! command -v chromium || ! command -v chromedriver; } >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then

@@ -49,7 +49,8 @@ class NotebookRuns:
     def __init__(self, base: Path, cache, workers: int):
         self.base, self.cache, self.flags = base, cache, tst_flags()
         self.threads = max(1, _cpus() // workers)
-        self.env = {'ADTUTOR_QUICK_SWEEP_DIR': str(base / 'quick-sweep')}  # one quick demo sweep for all benchmark notebooks
+        self.env = {'ADTUTOR_QUICK_SWEEP_DIR': str(base / 'quick-sweep'),  # one quick demo sweep for all benchmark notebooks
+                    'PYTHONPATH': os.pathsep.join(p for p in (str(ROOT), os.environ.get('PYTHONPATH')) if p)}  # kernels import this checkout
         self.seconds = dict(cache.get(CACHE_KEY, {})) if cache is not None else {}
         self.pool, self.futures = ThreadPoolExecutor(workers, thread_name_prefix='notebook'), {}
 
@@ -103,6 +104,16 @@ def notebook_runs(request, tmp_path_factory):
 def _src(cell) -> str:
     s = cell.get('source', '')
     return ''.join(s) if isinstance(s, list) else s
+
+
+def test_tests_import_this_checkout():
+    "pytest and the notebook kernels import the package of this checkout, not another copy named by PYTHONPATH."
+    import adtutor
+    assert Path(adtutor.__file__).resolve().parent == ROOT / 'adtutor', (
+        f'adtutor is imported from {Path(adtutor.__file__).parent}, not from this checkout ({ROOT}): unset PYTHONPATH or '
+        f'run the tests with scripts/test.sh, which puts the checkout first')
+    env = NotebookRuns(ROOT, None, 1).env
+    assert env['PYTHONPATH'].split(os.pathsep)[0] == str(ROOT)
 
 
 def test_found_notebooks():
