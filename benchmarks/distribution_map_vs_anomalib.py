@@ -281,7 +281,9 @@ def run_side(side: str, inputs: Path, out: Path, methods: list[str], epochs: int
     blob = torch.load(inputs, weights_only=False)
     train, test, masks, labels = blob['train'], blob['test'], blob['mask'].numpy(), blob['label'].numpy()
     if side == 'anomalib': import anomalib.models, FrEIA.framework                       # imports are not the models' memory
-    else: import adtutor.dfm, adtutor.dfkde, adtutor.cflow, adtutor.fastflow, adtutor.csflow, adtutor.uflow
+    else:   # timm and torchvision too: adtutor imports them when the first backbone is built (≈ 200 MiB that anomalib's side
+            # has imported before its baseline; benchmarks/flow_memory.py measured it)
+        import adtutor.dfm, adtutor.dfkde, adtutor.cflow, adtutor.fastflow, adtutor.csflow, adtutor.uflow, timm, torchvision
     base = rss_bytes() / 2**20
     res = {'side': side, 'time': _now(), 'baseline_rss_mb': base, 'torch_threads': torch.get_num_threads(),
            'loadavg_start': os.getloadavg(), 'methods': {}}

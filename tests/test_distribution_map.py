@@ -1,5 +1,7 @@
 "Tests of the distribution-map family across modules: DFM, DFKDE and the flows (save/load, invertibility through the package API, maths, errors)."
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -174,3 +176,21 @@ def test_clear_errors():
     with pytest.raises(TypeError, match="did you mean 'flow_steps'"): FastFlow(flow_step=2)
     with pytest.raises(ValueError, match='feature_scaling'): DFKDE(feature_scaling='minmax')
     with pytest.raises(ValueError, match='at least 2'): fit_pca(torch.randn(1, 4))
+
+
+_BOTTLE = Path(os.environ.get('ADTUTOR_DATA', '/nonexistent')) / 'mvtec_ad' / 'bottle'
+
+@pytest.mark.skipif(not _BOTTLE.is_dir(), reason='real data absent: set ADTUTOR_DATA to a folder holding mvtec_ad/bottle (e.g. ../shared/data)')
+def test_flow_memory_benchmark_writes_its_phases(tmp_path):
+    "benchmarks/flow_memory.py (adtutor side, quick subset) writes every phase, each peak at least the RSS that ends it."
+    import json, subprocess, sys
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / 'benchmarks' / 'flow_memory.py'), '--quick', '--sides', 'adtutor', '--out', str(tmp_path)],
+                       capture_output=True, text=True, cwd=root, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path / 'flow_memory_fastflow_quick.json').read_text())
+    rows = res['adtutor']['phases']
+    assert [p['phase'] for p in rows] == ['imports', 'timm import', 'model built', 'before caching', 'features cached', 'training',
+                                          'rest of fit', 'predict']
+    assert all(p['peak_mb'] >= p['rss_mb'] - 1e-6 for p in rows) and rows[5]['peak_mb'] > rows[4]['rss_mb']   # training allocates
+    assert '| features cached |' in (tmp_path / 'flow_memory_fastflow_quick.md').read_text()
