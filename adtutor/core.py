@@ -16,7 +16,7 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['STALE_TEMP_SECONDS', 'COMBINE_MODES', 'POSITIVE_SETTINGS', 'SMALL_BATCH', 'MODEL_FORMAT', 'OLD_FORMATS', 'fix_malloc',
-           'seed_everything', 'get_device', 'is_quick', 'repo_root', 'cache_dir', 'data_dir', 'nbs_dir',
+           'seed_everything', 'get_device', 'is_quick', 'checkout_of', 'repo_root', 'cache_dir', 'data_dir', 'nbs_dir',
            'all_notebooks', 'cell_source', 'remove_stale_temps', 'atomic_path', 'atomic_write_text',
            'atomic_write_json', 'rss_bytes', 'ResourceMonitor', 'check_pixels', 'iter_batches', 'num_images',
            'Prediction', 'gaussian_blur', 'upsample', 'combine_maps', 'check_train_data', 'AnomalyModel',
@@ -51,12 +51,16 @@ def is_quick() -> bool:
     return os.environ.get('ADTUTOR_QUICK', '0').strip().lower() in ('1', 'true', 'yes')
 
 # %% ../nbs/00_core.ipynb #ee6de122
-def repo_root() -> Path | None:
-    "The source checkout this package runs from, if any (the folder holding `settings.ini`)."
-    p = Path(__file__).resolve().parent.parent if '__file__' in globals() else Path.cwd()
+def checkout_of(path: str | os.PathLike) -> Path | None:
+    "The source checkout (the folder holding `settings.ini` and `adtutor/`) that contains `path`, if any."
+    p = Path(path).resolve()
     for q in [p, *p.parents]:
         if (q / 'settings.ini').exists() and (q / 'adtutor').is_dir(): return q
     return None
+
+def repo_root() -> Path | None:
+    "The source checkout this package runs from, if any (the folder holding `settings.ini`)."
+    return checkout_of(Path(__file__).parent.parent if '__file__' in globals() else Path.cwd())
 
 def cache_dir(*parts: str) -> Path:
     "A folder in adtutor's cache (created if missing)."

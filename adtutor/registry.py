@@ -8,7 +8,7 @@ import ast, json, re, sys, argparse, importlib, difflib, functools
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
-from .core import repo_root, atomic_write_text, all_notebooks, cell_source
+from .core import repo_root, checkout_of, atomic_write_text, all_notebooks, cell_source
 
 # %% auto #0
 __all__ = ['FAMILIES', 'CORE', 'BENCHMARKS', 'MAIN_KEYS', 'REPRO_KEYS', 'GENERATED', 'MAIN_HEADER', 'REPRO_HEADER', 'TABLE_START',
@@ -349,6 +349,11 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     root = Path(a.root).resolve() if a.root else repo_root()
     if root is None: print('adtutor-registry: no source checkout found (pass --root)', file=sys.stderr); return 2
+    here = checkout_of(Path.cwd())
+    if a.root is None and here is not None and here != root.resolve():   # never write another checkout's files
+        print(f'adtutor-registry: error: you are in the checkout {here}, but adtutor is imported from {root}: the command would '
+              f'read and write that one. Run it with this checkout\'s environment (pip install -e . here), or pass --root {here}',
+              file=sys.stderr); return 2
     try:
         if a.cmd == 'list':
             for s in declared_methods(root / 'nbs').values():
