@@ -4,7 +4,7 @@ import bisect, math, warnings
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st, HealthCheck
+from hypothesis import given, example, settings, strategies as st, HealthCheck
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score, average_precision_score, precision_recall_curve
 
@@ -185,13 +185,15 @@ def test_image_metrics_invariant_to_increasing_transforms(vals, data):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 10**6), st.sampled_from([None, 4, 12]), st.floats(0.01, 1.0))
+@example(13137, None, 1.0)   # float32 2x - 5 made a tie here (CI, stop 19)
 def test_aupro_properties(seed, levels, limit):
     maps, masks = random_case(np.random.default_rng(seed), n=3, size=10, levels=levels)
     a = aupro(maps, masks, limit)
     assert 0 <= a <= 1 + 1e-12
-    assert abs(aupro(np.exp(3 * maps.astype(np.float64)), masks, limit) - a) < 1e-9
-    assert abs(aupro(maps * 2 - 5, masks, limit) - a) < 1e-9
-    assert abs(pixel_auroc(maps ** 3, masks) - pixel_auroc(maps, masks)) < 1e-12
+    m64 = maps.astype(np.float64)   # transforms in float64: in float32, 2x - 5 or x**3 can round two values into one (a tie)
+    assert abs(aupro(np.exp(3 * m64), masks, limit) - a) < 1e-9
+    assert abs(aupro(m64 * 2 - 5, masks, limit) - a) < 1e-9
+    assert abs(pixel_auroc(m64 ** 3, masks) - pixel_auroc(maps, masks)) < 1e-12
 
 
 def test_perfect_and_inverted_maps():
