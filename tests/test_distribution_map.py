@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from adtutor.core import AnomalyModel
+from conftest import needs_bottle
 from adtutor.dfm import DFM, fit_pca, gaussian_nll, reconstruction_error, pooled_features
 from adtutor.dfkde import DFKDE, kde_log_density, scott_bandwidth
 from adtutor.flows import (AffineCoupling, CouplingBlock, block_from_freia, sequence_flow, fc_subnet, conv_subnet, alternating,
@@ -178,9 +179,7 @@ def test_clear_errors():
     with pytest.raises(ValueError, match='at least 2'): fit_pca(torch.randn(1, 4))
 
 
-_BOTTLE = Path(os.environ.get('ADTUTOR_DATA', '/nonexistent')) / 'mvtec_ad' / 'bottle'
-
-@pytest.mark.skipif(not _BOTTLE.is_dir(), reason='real data absent: set ADTUTOR_DATA to a folder holding mvtec_ad/bottle (e.g. ../shared/data)')
+@needs_bottle
 def test_flow_memory_benchmark_writes_its_phases(tmp_path):
     "benchmarks/flow_memory.py (adtutor side, quick subset) writes every phase, each peak at least the RSS that ends it."
     import json, subprocess, sys
@@ -193,4 +192,5 @@ def test_flow_memory_benchmark_writes_its_phases(tmp_path):
     assert [p['phase'] for p in rows] == ['imports', 'timm import', 'model built', 'before caching', 'features cached', 'training',
                                           'rest of fit', 'predict']
     assert all(p['peak_mb'] >= p['rss_mb'] - 1e-6 for p in rows) and rows[5]['peak_mb'] > rows[4]['rss_mb']   # training allocates
+    assert {'data', 'backbone', 'image_size', 'seed'} <= set(res), 'every figure names its data, backbone, image size and seed'
     assert '| features cached |' in (tmp_path / 'flow_memory_fastflow_quick.md').read_text()

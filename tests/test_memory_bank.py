@@ -13,6 +13,7 @@ from adtutor.memory_bank import knn, NearestNeighbors, kcenter_greedy, greedy_co
 from adtutor.memory_bank_fast import (PrunedNearestNeighbors, FaissNearestNeighbors, has_faiss, kcenter_greedy_fast, projected_coreset,
                                       random_projection, nearest_neighbors, IndexCache)
 from adtutor.backbones import find_weights
+from conftest import BOTTLE as REAL, needs_bottle
 
 needs_faiss = pytest.mark.skipif(not has_faiss(), reason='faiss not installed (pip install faiss-cpu)')
 needs_lite0 = pytest.mark.skipif(find_weights('tf_efficientnet_lite0') is None,
@@ -266,9 +267,6 @@ def test_layer_choice_keeps_lite0_mid():
 
 
 # --- real data: PatchCore's bar on MVTec AD bottle --------------------------------------------------------------------------
-REAL = Path(os.environ['ADTUTOR_DATA']) / 'mvtec_ad' / 'bottle' if os.environ.get('ADTUTOR_DATA') else None
-needs_bottle = pytest.mark.skipif(REAL is None or not REAL.is_dir(),
-                                  reason='real data absent: set ADTUTOR_DATA to a folder holding mvtec_ad/bottle (e.g. ../shared/data)')
 
 
 @needs_bottle
