@@ -147,4 +147,4 @@ METHOD = register_method('cutpaste', title='CutPaste', family='one_class', cls='
                          paper='Li, Sohn, Yoon & Pfister. CutPaste: Self-Supervised Learning for Anomaly Detection and Localization. CVPR 2021.',
                          paper_names=['CutPaste'],
                          main={'categories': ['pcb'], 'params': {'epochs': 2, 'image_size': 112, 'crop': 96}, 'seconds': 45},
-                         reproduction={'categories': ['bottle'], 'timeout': 10800})
+                         reproduction={'categories': ['bottle'], 'params': {'epochs': 24}, 'timeout': 10800})

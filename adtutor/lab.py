@@ -19,10 +19,12 @@ __all__ = ['METRICS', 'start_lab', 'run_settings', 'evaluate_lab', 'check_save_l
            'real_curves']
 
 # %% ../nbs/11_lab.ipynb #l0000007
+_LAB = {'seed': None}   # the seed the running lab started with: a record names it when the model has no seed of its own
+
 def start_lab(quick: bool | None = None, seed: int = 0) -> bool:
-    "Begin a lab: resolve `quick` (None: from `ADTUTOR_QUICK`) and seed every generator with `seed`; returns `quick`."
+    "Begin a lab: resolve `quick` (None: from `ADTUTOR_QUICK`) and seed every generator with `seed` (records name it); returns `quick`."
     quick = is_quick() if quick is None else bool(quick)
-    seed_everything(seed)
+    seed_everything(seed); _LAB['seed'] = seed
     return quick
 
 # %% ../nbs/11_lab.ipynb #l0000010
@@ -35,6 +37,7 @@ def run_settings(model: AnomalyModel, test_data, data: str | None = None, quick:
     if tr is not None: s.update(resize=tr.size, crop=tr.crop)
     s.update({k: v for k, v in model.config.items() if k not in _EVALUATE_OWNS})
     s.update(training_record(model))
+    if s.get('seed') is None: s['seed'] = _LAB['seed']   # deterministic models (DFM, MeanImage): the lab's seed
     s.update(extra)
     return s
 
@@ -96,8 +99,8 @@ def _reproduction_records(method: str, category: str, folder) -> list[dict]:
     return loose_records(folder, f'{method}_{category}*.json', variants=True) if Path(folder).is_dir() else []
 
 def real_records(method: str, category: str = 'bottle', bars: dict | None = None,
-                 keys: tuple = ('epochs_run', 'backbone', 'image_size', 'seed', 'fit_seconds'), folder=None) -> 'pd.DataFrame':
-    """Records `<method>_<category>*.json` of `folder` (default: the checkout's results/reproduction) as rows: file, whether it
+                 keys: tuple = ('epochs_run', 'backbone', 'image_size', 'seed', 'fit_seconds'), folder=None):
+    """A DataFrame of the records `<method>_<category>*.json` of `folder` (default: the checkout's results/reproduction) as rows: file, whether it
     is the lab's reproduction run (the one the results tables compare), metrics, `keys`; `bars` {metric: minimum} adds
     `<metric>_met`. Read by `adtutor.records.loose_records`, like every results table."""
     import pandas as pd

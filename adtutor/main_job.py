@@ -15,8 +15,8 @@ from .records import collect, found_records, quick_sweep_dir
 from .sweep import sweep, sweep_status, utc_now
 
 # %% auto #0
-__all__ = ['OVERRUN', 'default_records', 'budget_table', 'measured_table', 'plan_workers', 'timing_record', 'main_job',
-           'grid_from_args', 'main']
+__all__ = ['OVERRUN', 'default_records', 'benchmark_records', 'budget_table', 'measured_table', 'plan_workers', 'timing_record',
+           'main_job', 'grid_from_args', 'main']
 
 # %% ../nbs/08e_main_job.ipynb #e8e1c007
 def default_records(progress: bool = False) -> list[Path]:
@@ -57,13 +57,21 @@ def _place_labs(res, out: Path, docs: Path) -> list[dict]:
     return reps
 
 # %% ../nbs/08e_main_job.ipynb #e8e1c011
+def benchmark_records(notebook: str | os.PathLike, csv: str | os.PathLike, results_dir: str | os.PathLike, quick: bool = False):
+    """The records a benchmark notebook of the main job reads: the sweep's (`csv`); the reproduction table (ours against the
+    papers) also the checkout's real-data records (`results_dir`'s bottle/ and reproduction/), except in quick mode. The
+    efficiency and fit-time tables stay the sweep's own: one machine, one schedule."""
+    if quick or Path(notebook).stem != '01_reproduction': return str(csv)
+    results_dir = Path(results_dir)
+    return [str(csv)] + [str(p) for p in found_records(results_dir) if p.relative_to(results_dir).parts[0] != 'main']
+
 def _run_benchmarks(out: Path, docs: Path, csv: Path, results_dir: Path, quick: bool) -> list[dict]:
-    "Execute every benchmark notebook on the records in `csv`; one manifest entry each."
+    "Execute every benchmark notebook on the records `benchmark_records` names; one manifest entry each."
     bench = []
     for nb in benchmark_notebooks():
         rel = nb.relative_to(nbs_dir()); dst = docs / rel
         print(f'== benchmark notebook {rel} ...', flush=True)
-        r = run_notebook(nb, dst, {'records': str(csv), 'out_dir': str(results_dir), 'quick': bool(quick)},
+        r = run_notebook(nb, dst, {'records': benchmark_records(nb, csv, results_dir, quick), 'out_dir': str(results_dir), 'quick': bool(quick)},
                          quick=bool(quick), timeout=1800, log=out / 'logs' / f'{nb.stem}.log', skip_flags=('exercise',))  # like the labs and lessons
         bench.append({'notebook': str(dst.relative_to(out)), 'source': str(rel), 'ok': r['ok'],
                       'seconds': round(r['seconds'], 1), 'error': r['error']})
