@@ -100,9 +100,9 @@ def _reproduction_records(method: str, category: str, folder) -> list[dict]:
 
 def real_records(method: str, category: str = 'bottle', bars: dict | None = None,
                  keys: tuple = ('epochs_run', 'backbone', 'image_size', 'seed', 'fit_seconds'), folder=None):
-    """A DataFrame of the records `<method>_<category>*.json` of `folder` (default: the checkout's results/reproduction) as rows: file, whether it
-    is the lab's reproduction run (the one the results tables compare), metrics, `keys`; `bars` {metric: minimum} adds
-    `<metric>_met`. Read by `adtutor.records.loose_records`, like every results table."""
+    """A DataFrame of the records `<method>_<category>*.json` of `folder` (default: the checkout's results/reproduction),
+    one row each: file, whether it is the lab's reproduction run (the one the results tables compare), metrics, `keys`;
+    `bars` {metric: minimum} adds `<metric>_met`. Read by `adtutor.records.loose_records`, like every results table."""
     import pandas as pd
     from adtutor.records import is_default_record
     rows = []

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from pyflakes import checker, messages
 
+from adtutor.core import all_notebooks, cell_source
+
 NBS = Path(__file__).resolve().parent.parent / 'nbs'
 IPYTHON_NAMES = {'display', 'get_ipython', 'In', 'Out'}  # what the Jupyter kernel defines
 UNDEFINED = (messages.UndefinedName, messages.UndefinedLocal, messages.UndefinedExport, messages.ImportStarUsage)
@@ -19,8 +21,7 @@ def notebook_program(path: Path) -> tuple[str, list[int]]:
     lines, cell_of = [], []
     cells = [c for c in json.loads(path.read_text())['cells'] if c['cell_type'] == 'code']
     for i, c in enumerate(cells):
-        src = c['source'] if isinstance(c['source'], str) else ''.join(c['source'])
-        for line in src.splitlines():
+        for line in cell_source(c).splitlines():
             lines.append('' if line.lstrip().startswith(('%', '!')) else line)
             cell_of.append(i)
     return '\n'.join(lines), cell_of
@@ -43,7 +44,7 @@ def test_finds_a_missing_import(tmp_path):
     assert undefined_names(tmp_path / 'a.ipynb') == ["code cell 1: undefined name 'Path'"]
 
 
-NOTEBOOKS = sorted(p for p in NBS.rglob('*.ipynb') if '.ipynb_checkpoints' not in p.parts)
+NOTEBOOKS = all_notebooks(NBS)   # the notebooks tests/test_notebooks.py runs
 
 
 def test_there_are_notebooks(): assert len(NOTEBOOKS) > 20
