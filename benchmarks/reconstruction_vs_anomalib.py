@@ -33,6 +33,12 @@ anomalib comes from a separate venv with anomalib==2.7.0 (see benchmarks/metrics
 `.venv-bench/bin/python` of this checkout, else of /work/main, else `$ADTUTOR_BENCH_PYTHON`. The child runs with
 PYTHONPATH set to this checkout, so both sides import this adtutor. Writes
 benchmarks/results/reconstruction_vs_anomalib.{json,md}.
+
+Resumable: every (method, side) runs in its own child process and its result is kept, atomically, in
+benchmarks/results/reconstruction_vs_anomalib_parts/ together with the settings it ran with. A later call reuses a
+part whose settings match and runs only what is missing, so the two methods can run in separate sittings
+(`--methods draem`, then `--methods fre`); the tables hold every method with both parts done for the current
+settings, and each part names its own time, torch threads, load average and commit. `--fresh` runs everything again.
 """
 from __future__ import annotations
 import argparse, json, os, subprocess, sys, tempfile, time, datetime
@@ -40,6 +46,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / 'benchmarks' / 'results'
+PARTS = RESULTS / 'reconstruction_vs_anomalib_parts'
 DRAEM = dict(size=128, recon_width=32, disc_width=32, batch_size=8, lr=1e-4)
 FRE = dict(layer='blocks.4', pool=2, latent_dim=220, batch_size=32, lr=1e-3)
 
@@ -236,11 +243,14 @@ def _child(python, side, inputs, out, methods, epochs, seed, timeout):
 def _ratio(a, b): return None if (a is None or b is None or b == 0) else a / b
 
 
-def combine(ad, an, args, n_train, n_test):
-    rows = {}
-    for method, a in ad['methods'].items():
-        b = an['methods'].get(method)
-        if b is None: continue
+def combine(parts: dict, args) -> dict:
+    "Ratios for every method whose two parts (`parts[method][side]`) are done with the current settings."
+    rows, runs = {}, {}
+    for method, p in parts.items():
+        if p['adtutor'] is None or p['anomalib'] is None: continue
+        a, b = p['adtutor']['result'], p['anomalib']['result']
+        n = {(p[s]['n_train'], p[s]['n_test']) for s in p}
+        if len(n) != 1: raise SystemExit(f'{method}: the two sides saw different data {n}: run with --fresh')
         rows[method] = {'adtutor': a, 'anomalib': b,
                         'accuracy_ratio': {k: _ratio(a[k], b[k]) for k in ('image_auroc', 'pixel_auroc', 'aupro')},
                         'delta_points': {k: 100 * (a[k] - b[k]) for k in ('image_auroc', 'pixel_auroc', 'aupro')},
@@ -249,14 +259,15 @@ def combine(ad, an, args, n_train, n_test):
                         'inference_speedup': _ratio(b['infer_ms_per_image'], a['infer_ms_per_image']),
                         'peak_memory_ratio': _ratio(a['peak_rss_mb'], b['peak_rss_mb']),
                         'peak_memory_above_baseline_ratio': _ratio(a['peak_rss_above_baseline_mb'], b['peak_rss_above_baseline_mb'])}
+        runs[method] = {side: {**{k: p[side]['run'].get(k) for k in ('time', 'env', 'anomalib', 'torch_threads', 'baseline_rss_mb', 'loadavg_start', 'loadavg_end')},
+                               'n_train': p[side]['n_train'], 'n_test': p[side]['n_test']} for side in ('adtutor', 'anomalib')}
+    some = next(iter(runs.values()), {}).get('adtutor', {})
     return {'benchmark': 'reconstruction_vs_anomalib', 'time': _now(),
-            'setting': {'data': 'mvtec', 'category': 'bottle', 'n_train': n_train, 'n_test': n_test, 'resize': 256, 'crop': 224,
+            'setting': {'data': 'mvtec', 'category': 'bottle', 'n_train': some.get('n_train'), 'n_test': some.get('n_test'), 'resize': 256, 'crop': 224,
                         'draem': {**DRAEM, 'epochs': args.draem_epochs}, 'fre': {**FRE, 'epochs': args.fre_epochs, 'backbone': 'tf_efficientnet_lite0'},
                         'seed': args.seed, 'quick': args.quick, 'MALLOC_MMAP_THRESHOLD_': 1048576,
                         'not_compared': {'dsr': "anomalib's DSR downloads its ImageNet VQ model at train start; unavailable offline"}},
-            'adtutor_run': {k: ad.get(k) for k in ('time', 'env', 'torch_threads', 'baseline_rss_mb', 'loadavg_start', 'loadavg_end')},
-            'anomalib_run': {k: an.get(k) for k in ('time', 'env', 'anomalib', 'torch_threads', 'baseline_rss_mb', 'loadavg_start', 'loadavg_end')},
-            'results': rows}
+            'runs': runs, 'results': rows}
 
 
 def markdown(res):
@@ -271,10 +282,15 @@ def markdown(res):
              f"FRE: {f['backbone']} {f['layer']} pooled {f['pool']}x{f['pool']}, code {f['latent_dim']}, batch {f['batch_size']}, Adam lr {f['lr']}, {f['epochs']} epochs; "
              'anomalib extracts features in every step, adtutor once.',
              f"DSR: not compared ({s['not_compared']['dsr']}).",
-             f"Machine: 2 CPU cores shared with other jobs; torch threads adtutor {res['adtutor_run']['torch_threads']}, anomalib {res['anomalib_run']['torch_threads']}; "
-             f"load average (1 min) at start/end: adtutor {res['adtutor_run']['loadavg_start'][0]:.1f}/{res['adtutor_run']['loadavg_end'][0]:.1f}, "
-             f"anomalib {res['anomalib_run']['loadavg_start'][0]:.1f}/{res['anomalib_run']['loadavg_end'][0]:.1f}. "
-             f"adtutor commit {res['adtutor_run']['env'].get('git_commit')}, anomalib {res['anomalib_run'].get('anomalib')}.", '',
+             'Machine: 2 CPU cores, each (method, side) in its own child process; when each ran, with how many torch threads and '
+             'beside what load (1-minute load average at its start / end; the machine may have been shared with other jobs):', '',
+             '| method | impl | finished (UTC) | torch threads | load start / end | commit |', '|---|---|---|---|---|---|']
+    for method, r in res['runs'].items():
+        for impl in ('adtutor', 'anomalib'):
+            x = r[impl]
+            lines.append(f"| {method} | {impl}{' ' + x['anomalib'] if x.get('anomalib') else ''} | {x['time']} | {x['torch_threads']} | "
+                         f"{x['loadavg_start'][0]:.1f} / {x['loadavg_end'][0]:.1f} | {(x.get('env') or {}).get('git_commit')} |")
+    lines += ['',
              '| method | impl | image AUROC | pixel AUROC | AUPRO | s/epoch | fit s | infer ms/img | peak RSS MiB | above baseline MiB |',
              '|---|---|---|---|---|---|---|---|---|---|']
     for method, r in res['results'].items():
@@ -293,6 +309,46 @@ def markdown(res):
     return '\n'.join(lines)
 
 
+def part_settings(method: str, args) -> dict:
+    "What a (method, side) result depends on: a kept part is reused only when these match."
+    config = DRAEM if method == 'draem' else {**FRE, 'backbone': 'tf_efficientnet_lite0'}
+    return {'method': method, 'epochs': args.draem_epochs if method == 'draem' else args.fre_epochs, 'seed': args.seed,
+            'quick': bool(args.quick), **config}
+
+
+def part_path(method: str, side: str, quick: bool) -> Path:
+    return PARTS / f"{'quick_' if quick else ''}{method}_{side}.json"
+
+
+def load_part(method: str, side: str, args) -> dict | None:
+    "The kept result of `method` on `side` if it ran with the current settings, else None."
+    p = part_path(method, side, args.quick)
+    if not p.exists(): return None
+    part = json.loads(p.read_text())
+    return part if part.get('settings') == part_settings(method, args) else None
+
+
+def run_missing(args, epochs, py) -> tuple[int, int]:
+    "Run, in its own child, every (method, side) of `args.methods` without a matching part; keep each result as a part."
+    from adtutor.core import atomic_write_json
+    todo = [(m, side) for m in args.methods for side in ('anomalib', 'adtutor') if args.fresh or load_part(m, side, args) is None]
+    for m in args.methods:
+        for side in ('anomalib', 'adtutor'):
+            if (m, side) not in todo: print(f'{m} / {side}: reusing {part_path(m, side, args.quick).relative_to(ROOT)}', flush=True)
+    if not todo: return None
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp); inputs = tmp / 'inputs.pt'
+        n_train, n_test = prepare_inputs(inputs, args.quick)
+        print(f'inputs: {n_train} train, {n_test} test images; anomalib from {py}', flush=True)
+        for m, side in todo:
+            run = _child(py if side == 'anomalib' else sys.executable, side, inputs, tmp / f'{m}_{side}.json', [m], epochs, args.seed, args.timeout)
+            PARTS.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(part_path(m, side, args.quick),
+                              {'settings': part_settings(m, args), 'n_train': n_train, 'n_test': n_test, 'result': run['methods'][m],
+                               'run': {k: v for k, v in run.items() if k != 'methods'}})
+    return n_train, n_test
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--side', choices=['adtutor', 'anomalib'])
@@ -302,7 +358,8 @@ def main(argv=None):
     ap.add_argument('--fre-epochs', type=int, default=220)
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--quick', action='store_true', help='16 train / 4 per defect test images (smoke test; not a result)')
-    ap.add_argument('--timeout', type=int, default=7200, help='seconds per side')
+    ap.add_argument('--fresh', action='store_true', help='run every (method, side) again instead of reusing kept parts')
+    ap.add_argument('--timeout', type=int, default=7200, help='seconds per (method, side)')
     args = ap.parse_args(argv)
     epochs = {'draem': args.draem_epochs, 'fre': args.fre_epochs}
     if args.side: return run_side(args.side, Path(args.inputs), Path(args.out), args.methods, epochs, args.seed)
@@ -310,19 +367,14 @@ def main(argv=None):
     if py is None: raise SystemExit('no benchmark venv with anomalib 2.7 found (.venv-bench here or in /work/main, or $ADTUTOR_BENCH_PYTHON): '
                                     'see benchmarks/metrics_vs_anomalib.py for how to make one')
     from adtutor.core import atomic_write_json, atomic_write_text
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp); inputs = tmp / 'inputs.pt'
-        n_train, n_test = prepare_inputs(inputs, args.quick)
-        print(f'inputs: {n_train} train, {n_test} test images; anomalib from {py}', flush=True)
-        an = _child(py, 'anomalib', inputs, tmp / 'anomalib.json', args.methods, epochs, args.seed, args.timeout)
-        ad = _child(sys.executable, 'adtutor', inputs, tmp / 'adtutor.json', args.methods, epochs, args.seed, args.timeout)
-    res = combine(ad, an, args, n_train, n_test)
+    run_missing(args, epochs, py)
+    res = combine({m: {side: load_part(m, side, args) for side in ('adtutor', 'anomalib')} for m in ('fre', 'draem')}, args)
+    if not res['results']: raise SystemExit('no method has both sides done with these settings')
     name = 'reconstruction_vs_anomalib' + ('_quick' if args.quick else '')
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_json(RESULTS / f'{name}.json', res)
     atomic_write_text(RESULTS / f'{name}.md', markdown(res))
     print(markdown(res))
-
 
 if __name__ == '__main__':
     main()

@@ -345,3 +345,38 @@ def test_dsr_contract(tmp_path):
 def test_dsr_resumes_exactly(tmp_path):
     _resumes_exactly(lambda: DSR(size=64, hidden=8, codebook_size=16, code_dim=8, restrict_width=4, detect_width=4, vq_epochs=2,
                                  epochs=2, upsample_epochs=0, batch_size=4, seed=0), _imgs(4), tmp_path, kill_at=1)
+
+
+def _benchmark():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / 'benchmarks' / 'reconstruction_vs_anomalib.py'
+    spec = importlib.util.spec_from_file_location('reconstruction_vs_anomalib', path)
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
+
+
+def test_reconstruction_benchmark_resumes_from_parts(tmp_path, monkeypatch):
+    "benchmarks/reconstruction_vs_anomalib.py reuses a kept (method, side) part only for the same settings, and tables what has both sides."
+    bench = _benchmark()
+    monkeypatch.setattr(bench, 'PARTS', tmp_path)
+    args = bench.argparse.Namespace(methods=['draem'], draem_epochs=2, fre_epochs=220, seed=0, quick=False, fresh=False)
+    def result(auroc, secs):
+        return {'image_auroc': auroc, 'pixel_auroc': auroc, 'aupro': auroc / 2, 'seconds_per_epoch': secs, 'fit_s': 2 * secs,
+                'infer_ms_per_image': secs, 'peak_rss_mb': 100 * secs, 'peak_rss_above_baseline_mb': 50 * secs}
+    run = {'time': 't', 'env': {'git_commit': 'abc'}, 'torch_threads': 1, 'baseline_rss_mb': 1, 'loadavg_start': [1, 1, 1], 'loadavg_end': [2, 2, 2]}
+    for side, r in (('adtutor', result(0.9, 2.0)), ('anomalib', result(0.8, 5.0))):
+        bench.part_path('draem', side, False).write_text(bench.json.dumps(
+            {'settings': bench.part_settings('draem', args), 'n_train': 209, 'n_test': 83, 'result': r, 'run': run}))
+    assert bench.load_part('draem', 'adtutor', args)['result']['image_auroc'] == 0.9
+    assert bench.load_part('fre', 'adtutor', args) is None                                  # never ran
+    other = bench.argparse.Namespace(**{**vars(args), 'draem_epochs': 3})
+    assert bench.load_part('draem', 'adtutor', other) is None                               # other settings: not reused
+    parts = {m: {s: bench.load_part(m, s, args) for s in ('adtutor', 'anomalib')} for m in ('fre', 'draem')}
+    res = bench.combine(parts, args)
+    assert list(res['results']) == ['draem'] and res['setting']['n_train'] == 209            # fre has no parts: left out
+    r = res['results']['draem']
+    assert r['epoch_speedup'] == pytest.approx(2.5) and r['peak_memory_ratio'] == pytest.approx(0.4)
+    assert r['accuracy_ratio']['image_auroc'] == pytest.approx(0.9 / 0.8)
+    md = bench.markdown(res)
+    assert '| draem | adtutor | 0.9000 |' in md and '2.50×' in md and 'abc' in md
