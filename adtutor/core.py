@@ -16,11 +16,11 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['STALE_TEMP_SECONDS', 'COMBINE_MODES', 'POSITIVE_SETTINGS', 'SMALL_BATCH', 'MODEL_FORMAT', 'OLD_FORMATS', 'fix_malloc',
-           'seed_everything', 'get_device', 'is_quick', 'checkout_of', 'repo_root', 'cache_dir', 'data_dir', 'nbs_dir',
-           'all_notebooks', 'cell_source', 'remove_stale_temps', 'atomic_path', 'atomic_write_text',
-           'atomic_write_json', 'rss_bytes', 'ResourceMonitor', 'check_pixels', 'iter_batches', 'num_images',
-           'Prediction', 'gaussian_blur', 'upsample', 'combine_maps', 'check_train_data', 'AnomalyModel',
-           'torch_threads', 'threads_for', 'model_sha256', 'MeanImage', 'env_info', 'git_commit']
+           'seed_everything', 'get_device', 'is_quick', 'native_bfloat16', 'use_bfloat16', 'checkout_of', 'repo_root',
+           'cache_dir', 'data_dir', 'nbs_dir', 'all_notebooks', 'cell_source', 'remove_stale_temps', 'atomic_path',
+           'atomic_write_text', 'atomic_write_json', 'rss_bytes', 'ResourceMonitor', 'check_pixels', 'iter_batches',
+           'num_images', 'Prediction', 'gaussian_blur', 'upsample', 'combine_maps', 'check_train_data', 'AnomalyModel',
+           'torch_threads', 'threads_for', 'model_sha256', 'MeanImage', 'env_info', 'cpu_name', 'git_commit']
 
 # %% ../nbs/00_core.ipynb #fede4088
 def fix_malloc(threshold: int = 1 << 20) -> bool:
@@ -49,6 +49,22 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
 def is_quick() -> bool:
     "True when `ADTUTOR_QUICK=1`: notebooks shrink data and epochs so the test suite runs in seconds."
     return os.environ.get('ADTUTOR_QUICK', '0').strip().lower() in ('1', 'true', 'yes')
+
+# %% ../nbs/00_core.ipynb #21273d92
+def native_bfloat16(device: str | torch.device | None = None) -> bool:
+    "True where bfloat16 convolutions and matmuls have fast kernels: a CUDA GPU that supports bfloat16, or a CPU oneDNN runs it on."
+    device = get_device(device)
+    if device.type == 'cuda': return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != 'cpu': return False
+    try: return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())   # AVX-512 / AMX on x86, bf16 on Arm
+    except (AttributeError, RuntimeError): return False
+
+def use_bfloat16(mixed_precision: bool | None, device: str | torch.device | None = None) -> bool:
+    "Resolve a `mixed_precision` setting: None (auto) means bfloat16 only where `native_bfloat16(device)`; True/False force it."
+    if mixed_precision is None: return native_bfloat16(device)
+    if not isinstance(mixed_precision, bool):
+        raise TypeError(f'mixed_precision must be True, False or None (auto: bfloat16 where the hardware has it), got {mixed_precision!r}')
+    return mixed_precision
 
 # %% ../nbs/00_core.ipynb #ee6de122
 def checkout_of(path: str | os.PathLike) -> Path | None:
@@ -596,10 +612,19 @@ def env_info() -> dict:
         try: return md.version(p)
         except md.PackageNotFoundError: return None
     info = {'python': platform.python_version(), 'platform': platform.platform(), 'cpus': os.cpu_count(),
-            'torch_threads': torch.get_num_threads(), 'cuda': torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            'torch_threads': torch.get_num_threads(), 'cuda': torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            'cpu': cpu_name(), 'cpu_capability': torch.backends.cpu.get_cpu_capability(), 'native_bfloat16': native_bfloat16('cpu')}
     for p in ['adtutor', 'torch', 'torchvision', 'timm', 'numpy', 'scikit-learn', 'scipy']: info[p] = v(p)
     info['git_commit'] = git_commit()
     return info
+
+def cpu_name() -> str | None:
+    "The CPU's model name (Linux: /proc/cpuinfo; elsewhere `platform.processor()`): speed figures depend on it."
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.lower().startswith('model name'): return line.split(':', 1)[1].strip()
+    except OSError: pass
+    return platform.processor() or None
 
 def git_commit() -> str | None:
     "Commit of the source checkout (with `+dirty` if it has uncommitted changes), or None."

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
-from .core import AnomalyModel
+from .core import AnomalyModel, use_bfloat16
 from .train import fit_loop, precompute
 from .autoencoder import ssim_map
 
@@ -219,7 +219,7 @@ class DRAEM(AnomalyModel):
     "DRAEM: a reconstructive and a discriminative network trained on normal images with pasted (simulated) anomalies."
     def __init__(self, size: int = 256, recon_width: int = 128, disc_width: int = 64, anomaly_source: str = 'builtin',
                  n_sources: int = 66, epochs: int = 700, batch_size: int = 8, lr: float = 1e-4, p_anomaly: float = 0.5,
-                 rotate_normal: float = 0.3, score_window: int = 21, mixed_precision: bool = True, seed: int = 0):
+                 rotate_normal: float = 0.3, score_window: int = 21, mixed_precision: bool | None = None, seed: int = 0):
         super().__init__()
         if size % 32: raise ValueError(f'size must be a multiple of 32 (five poolings, Perlin scales up to 32), got {size}')
         if score_window < 1 or score_window % 2 == 0: raise ValueError(f'score_window must be an odd number of pixels, got {score_window}')
@@ -245,7 +245,7 @@ class DRAEM(AnomalyModel):
     def loss(self, batch: dict) -> dict:
         x = rotate_some(batch['x'], self.rotate_normal) if self.rotate_normal else batch['x']
         a, m = synthesize(x, self.sources, self.p_anomaly)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision):   # networks in bfloat16 ...
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_bfloat16(self.mixed_precision, x.device)):  # networks in bfloat16 ...
             r, logits = self(a.contiguous(memory_format=torch.channels_last))
         r, logits = r.float(), logits.float()                                                     # ... losses in float32
         l2, l_ssim, l_focal = F.mse_loss(r, x), (1 - ssim_map(r, x)).mean(), focal_loss(logits, m[:, 0])
@@ -261,6 +261,7 @@ def learn(self: DRAEM, train_data, progress: bool = True, **loop_kw):
     sources, info = anomaly_sources(self.anomaly_source, self.size, self.n_sources, self.seed)
     self.sources = sources.to(self.device)
     self.fit_stats['anomaly_source_info'] = info
+    self.fit_stats['precision'] = 'bfloat16 autocast' if use_bfloat16(self.mixed_precision, self.device) else 'float32'
     opt = torch.optim.Adam(self.parameters(), lr=self.lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(0.8 * self.epochs), int(0.9 * self.epochs)], gamma=0.2)
     self.history = fit_loop(self, self.loss, data, self.epochs, opt, sched, batch_size=self.batch_size, seed=self.seed,

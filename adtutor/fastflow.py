@@ -69,4 +69,4 @@ METHOD = register_method('fastflow', title='FastFlow', family='distribution_map'
                                '2D Normalizing Flows. arXiv:2111.07677, 2021.',
                          paper_names=['FastFlow'],
                          main={'categories': ['pcb'], 'params': {'epochs': 8, 'image_size': 128, 'crop': 112}, 'seconds': 20},
-                         reproduction={'categories': ['bottle'], 'params': {'epochs': 100}, 'timeout': 14400})
+                         reproduction={'categories': ['bottle'], 'timeout': 14400})

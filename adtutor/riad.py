@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
-from .core import AnomalyModel
+from .core import AnomalyModel, use_bfloat16
 from .train import fit_loop, precompute
 from .autoencoder import ssim_map
 from .draem import double_conv, up_conv
@@ -88,7 +88,7 @@ class RIAD(AnomalyModel):
     "Reconstruction by inpainting: a U-Net fills random disjoint squares; 1 − MSGMS of the result is the anomaly map."
     def __init__(self, size: int = 256, width: int = 64, square_sizes: list[int] = [2, 4, 8, 16], n_sets: int = 3,
                  epochs: int = 300, batch_size: int = 8, lr: float = 1e-4, blur_sigma: float = 4.0,
-                 mixed_precision: bool = True, seed: int = 0):
+                 mixed_precision: bool | None = None, seed: int = 0):
         super().__init__()
         bad = [k for k in square_sizes if size % k]
         if bad or size % 16: raise ValueError(f'size {size} must be a multiple of 16 and of every square size; not of {bad or [16]}')
@@ -109,13 +109,14 @@ class RIAD(AnomalyModel):
         x = batch['x']
         k = self.square_sizes[int(torch.randint(len(self.square_sizes), (1,)))]
         masks = disjoint_masks(self.size, k, self.n_sets).to(x)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_bfloat16(self.mixed_precision, x.device)):
             rec = inpaint(self.net, x, masks)
         return riad_loss(x, rec.float())
 
     def learn(self, train_data, progress: bool = True, **loop_kw):
         data = precompute(train_data, lambda x: {'x': self.prepare(x)}, 16, self.device, keep=())
         opt = torch.optim.Adam(self.parameters(), lr=self.lr)
+        self.fit_stats['precision'] = 'bfloat16 autocast' if use_bfloat16(self.mixed_precision, self.device) else 'float32'
         self.history = fit_loop(self, self.loss, data, self.epochs, opt, batch_size=self.batch_size, seed=self.seed,
                                 progress=progress, desc='RIAD', **loop_kw)
 

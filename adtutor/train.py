@@ -487,7 +487,7 @@ def fit_loop(model: nn.Module, loss_fn: Callable[[dict], Tensor | dict], train_d
 # %% ../nbs/07_train.ipynb #4d881977
 TRAINING_KEYS = ('epochs_planned', 'epochs_run', 'steps', 'batch_size', 'optimizer', 'scheduler', 'train_seconds',
                  'seconds_per_epoch', 'epoch_seconds', 'val_seconds', 'final_loss', 'stopped_early', 'val_metric',
-                 'val_on_test', 'best_epoch', 'best_value', 'restored_best', 'resumed_at_epochs', 'device',
+                 'val_on_test', 'best_epoch', 'best_value', 'restored_best', 'resumed_at_epochs', 'device', 'precision',
                  'loss_per_epoch', 'val_per_epoch')  # the curves too: a record that misses its bar must show how training went
 
 def training_record(model) -> dict:

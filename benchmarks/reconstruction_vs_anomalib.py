@@ -142,7 +142,7 @@ def _adtutor_draem(train, epochs, seed):
     def predict(t):
         p = m.predict(t); return p.scores, p.maps
     info = lambda: {'params': sum(p.numel() for p in m.parameters()), 'anomaly_source': m.fit_stats['anomaly_source_info'],
-                    'precision': 'bfloat16 training (mixed_precision=True), float32 prediction',
+                    'precision': f"{m.fit_stats['precision']} training (mixed_precision=None: auto), float32 prediction",
                     'image_score': 'max of the map averaged over 11 x 11 (the paper\'s 21 at 256, scaled)'}
     return fit, predict, info
 
