@@ -15,12 +15,14 @@ from torch import nn, Tensor
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['STALE_TEMP_SECONDS', 'COMBINE_MODES', 'POSITIVE_SETTINGS', 'SMALL_BATCH', 'MODEL_FORMAT', 'OLD_FORMATS', 'fix_malloc',
-           'seed_everything', 'get_device', 'is_quick', 'native_bfloat16', 'use_bfloat16', 'checkout_of', 'repo_root',
-           'cache_dir', 'data_dir', 'nbs_dir', 'all_notebooks', 'cell_source', 'remove_stale_temps', 'atomic_path',
-           'atomic_write_text', 'atomic_write_json', 'rss_bytes', 'ResourceMonitor', 'check_pixels', 'iter_batches',
-           'num_images', 'Prediction', 'gaussian_blur', 'upsample', 'combine_maps', 'check_train_data', 'AnomalyModel',
-           'torch_threads', 'threads_for', 'model_sha256', 'MeanImage', 'env_info', 'cpu_name', 'git_commit']
+__all__ = ['M_TRIM_THRESHOLD', 'M_MMAP_THRESHOLD', 'GLIBC_TRIM_THRESHOLD', 'TRAIN_MALLOC_THRESHOLD', 'STALE_TEMP_SECONDS',
+           'COMBINE_MODES', 'POSITIVE_SETTINGS', 'SMALL_BATCH', 'MODEL_FORMAT', 'OLD_FORMATS', 'fix_malloc',
+           'malloc_for_training', 'seed_everything', 'get_device', 'is_quick', 'native_bfloat16', 'use_bfloat16',
+           'checkout_of', 'repo_root', 'cache_dir', 'data_dir', 'nbs_dir', 'all_notebooks', 'cell_source',
+           'remove_stale_temps', 'atomic_path', 'atomic_write_text', 'atomic_write_json', 'rss_bytes',
+           'ResourceMonitor', 'check_pixels', 'iter_batches', 'num_images', 'Prediction', 'gaussian_blur', 'upsample',
+           'combine_maps', 'check_train_data', 'AnomalyModel', 'torch_threads', 'threads_for', 'model_sha256',
+           'MeanImage', 'env_info', 'cpu_name', 'git_commit']
 
 # %% ../nbs/00_core.ipynb #fede4088
 def fix_malloc(threshold: int = 1 << 20) -> bool:
@@ -33,6 +35,35 @@ def fix_malloc(threshold: int = 1 << 20) -> bool:
     except OSError: return False
 
 _malloc_fixed = fix_malloc(int(os.environ.get('MALLOC_MMAP_THRESHOLD_', 1 << 20)))
+
+# %% ../nbs/00_core.ipynb #ef9b3d40
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3        # mallopt parameters (glibc malloc.h)
+GLIBC_TRIM_THRESHOLD = 128 << 10                   # glibc's default trim threshold
+TRAIN_MALLOC_THRESHOLD = 256 << 20                 # inside malloc_for_training: heap-served and kept up to this size
+_training_depth = 0
+
+def _set_malloc(mmap_threshold: int, trim_threshold: int) -> bool:
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(libc.mallopt(M_TRIM_THRESHOLD, int(trim_threshold)))
+    except (OSError, AttributeError): return False
+
+@contextlib.contextmanager
+def malloc_for_training(threshold: int = TRAIN_MALLOC_THRESHOLD):
+    """Inside: glibc serves allocations up to `threshold` bytes from its heap and keeps freed ones for reuse, so a training
+    loop reuses its activations instead of faulting in fresh pages every step. On exit (of the outermost such block) the
+    import-time setting returns and `malloc_trim` gives the kept memory back. Yields whether it changed anything: not
+    off glibc, and not when `MALLOC_MMAP_THRESHOLD_` is set (the user's own choice holds everywhere)."""
+    global _training_depth
+    active = _malloc_fixed and 'MALLOC_MMAP_THRESHOLD_' not in os.environ
+    if active and _training_depth == 0: active = _set_malloc(threshold, threshold)
+    _training_depth += 1
+    try: yield active
+    finally:
+        _training_depth -= 1
+        if active and _training_depth == 0:
+            _set_malloc(1 << 20, GLIBC_TRIM_THRESHOLD)
+            ctypes.CDLL('libc.so.6').malloc_trim(0)
 
 # %% ../nbs/00_core.ipynb #77b069a7
 def seed_everything(seed: int = 0) -> torch.Generator:

